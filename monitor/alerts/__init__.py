@@ -1,0 +1,1 @@
+"""Detection and the alarm lifecycle."""

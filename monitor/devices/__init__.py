@@ -1,0 +1,1 @@
+"""BLE wearables: GATT codecs and the connector that turns notifications into readings."""

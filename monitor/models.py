@@ -1,0 +1,249 @@
+"""The shared vocabulary: what crosses a boundary (BLE -> detection -> MQTT, InfluxDB, files).
+
+Values are always in canonical units: bpm, mmHg, degrees Celsius, percent. Every model here is
+frozen and forbids unknown fields, so a payload that does not match is an error, not a surprise.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import uuid
+from typing import Annotated, Self
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+__all__ = [
+    "PARAMETER_UNITS",
+    "AlarmCategory",
+    "AlarmEvent",
+    "AlarmPriority",
+    "AlarmState",
+    "DeviceKind",
+    "Identifier",
+    "Parameter",
+    "ParticipantCode",
+    "QualityFlag",
+    "Reading",
+    "ReadingKind",
+]
+
+
+def _reject_personal_looking(code: str) -> str:
+    """Pseudonymous codes only: whitespace or '@' suggests a name or an e-mail slipped in."""
+    if any(ch.isspace() for ch in code) or "@" in code:
+        msg = "must be a pseudonymous code (letters, digits, '-', '_', '.'), not a name"
+        raise ValueError(msg)
+    return code
+
+
+ParticipantCode = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"),
+    AfterValidator(_reject_personal_looking),
+]
+"""A participant's pseudonymous study code, e.g. ``P-014``; never a name."""
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+"""Codes for sites, rooms, sessions and devices: safe in MQTT topics and InfluxDB tags."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DeviceKind(enum.StrEnum):
+    """The wearable kinds the service understands, by the GATT service they expose."""
+
+    HEART_RATE = "heart_rate"  # Heart Rate Service 0x180D
+    BLOOD_PRESSURE = "blood_pressure"  # Blood Pressure Service 0x1810
+    THERMOMETER = "thermometer"  # Health Thermometer Service 0x1809
+    PULSE_OXIMETER = "pulse_oximeter"  # Pulse Oximeter Service 0x1822
+
+
+class ReadingKind(enum.StrEnum):
+    """What one reading is; decides which parameters it carries."""
+
+    HEART_RATE = "heart_rate"
+    BLOOD_PRESSURE = "blood_pressure"
+    CUFF_PRESSURE = "cuff_pressure"  # intermediate, while the cuff inflates: never alarm evidence
+    TEMPERATURE = "temperature"
+    INTERMEDIATE_TEMPERATURE = "intermediate_temperature"
+    SPO2 = "spo2"
+    BATTERY = "battery"
+
+
+class Parameter(enum.StrEnum):
+    """A single measured quantity: the unit of a detection stream (participant x parameter)."""
+
+    HEART_RATE = "heart_rate"
+    SYSTOLIC_BP = "systolic_bp"
+    DIASTOLIC_BP = "diastolic_bp"
+    MEAN_ARTERIAL_BP = "mean_arterial_bp"
+    PULSE_RATE = "pulse_rate"
+    TEMPERATURE = "temperature"
+    SPO2 = "spo2"
+    CUFF_PRESSURE = "cuff_pressure"
+    BATTERY = "battery"
+
+
+PARAMETER_UNITS: dict[Parameter, str] = {
+    Parameter.HEART_RATE: "bpm",
+    Parameter.SYSTOLIC_BP: "mmHg",
+    Parameter.DIASTOLIC_BP: "mmHg",
+    Parameter.MEAN_ARTERIAL_BP: "mmHg",
+    Parameter.PULSE_RATE: "bpm",
+    Parameter.TEMPERATURE: "degC",
+    Parameter.SPO2: "%",
+    Parameter.CUFF_PRESSURE: "mmHg",
+    Parameter.BATTERY: "%",
+}
+
+_KIND_PARAMETERS: dict[ReadingKind, frozenset[Parameter]] = {
+    ReadingKind.HEART_RATE: frozenset({Parameter.HEART_RATE}),
+    ReadingKind.BLOOD_PRESSURE: frozenset(
+        {
+            Parameter.SYSTOLIC_BP,
+            Parameter.DIASTOLIC_BP,
+            Parameter.MEAN_ARTERIAL_BP,
+            Parameter.PULSE_RATE,
+        }
+    ),
+    ReadingKind.CUFF_PRESSURE: frozenset({Parameter.CUFF_PRESSURE, Parameter.PULSE_RATE}),
+    ReadingKind.TEMPERATURE: frozenset({Parameter.TEMPERATURE}),
+    ReadingKind.INTERMEDIATE_TEMPERATURE: frozenset({Parameter.TEMPERATURE}),
+    ReadingKind.SPO2: frozenset({Parameter.SPO2, Parameter.PULSE_RATE}),
+    ReadingKind.BATTERY: frozenset({Parameter.BATTERY}),
+}
+
+
+class QualityFlag(enum.StrEnum):
+    """Why a reading may not be trustworthy; flagged readings are stored, not alarm evidence."""
+
+    SENSOR_CONTACT_LOST = "sensor_contact_lost"
+    BODY_MOVEMENT = "body_movement"
+    IRREGULAR_PULSE = "irregular_pulse"
+    IMPROPER_CUFF_FIT = "improper_cuff_fit"
+    IMPROPER_POSITION = "improper_position"
+    PULSE_RATE_OUT_OF_RANGE = "pulse_rate_out_of_range"
+    SIGNAL_QUALITY_LOW = "signal_quality_low"
+    QUESTIONABLE_MEASUREMENT = "questionable_measurement"
+    VALUE_UNUSABLE = "value_unusable"
+    DEVICE_CLOCK_NOT_SET = "device_clock_not_set"
+
+
+class Reading(_Frozen):
+    """One measurement from one device, normalised to canonical units.
+
+    A value that is not finite (a device's NaN, NRes or infinity) is kept as ``None`` in ``values``
+    and the reading carries ``value_unusable``: it is stored and counted, never silently dropped.
+    """
+
+    session: Identifier
+    participant: ParticipantCode
+    device: Identifier
+    kind: ReadingKind
+    values: dict[Parameter, float | None] = Field(min_length=1)
+    measured_at: AwareDatetime | None = None  # from the device clock, when it sends one
+    received_at: AwareDatetime
+    quality: frozenset[QualityFlag] = frozenset()
+
+    @model_validator(mode="after")
+    def _check_values(self) -> Self:
+        allowed = _KIND_PARAMETERS[self.kind]
+        unexpected = set(self.values) - allowed
+        if unexpected:
+            names = ", ".join(sorted(unexpected))
+            msg = f"{self.kind} reading cannot carry {names}"
+            raise ValueError(msg)
+        unusable = any(v is None or not math.isfinite(v) for v in self.values.values())
+        if unusable and QualityFlag.VALUE_UNUSABLE not in self.quality:
+            msg = "a reading with a missing or non-finite value must be flagged value_unusable"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def usable(self) -> bool:
+        """Whether this reading may serve as alarm evidence."""
+        return not self.quality and self.kind not in {
+            ReadingKind.CUFF_PRESSURE,
+            ReadingKind.INTERMEDIATE_TEMPERATURE,
+            ReadingKind.BATTERY,
+        }
+
+
+class AlarmPriority(enum.StrEnum):
+    """IEC 60601-1-8 alarm priorities."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        """Ordering for comparisons: low < medium < high."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {AlarmPriority.LOW: 1, AlarmPriority.MEDIUM: 2, AlarmPriority.HIGH: 3}
+
+
+class AlarmCategory(enum.StrEnum):
+    """Physiological (the participant) or technical (the equipment, the link, the data)."""
+
+    PHYSIOLOGICAL = "physiological"
+    TECHNICAL = "technical"
+
+
+class AlarmState(enum.StrEnum):
+    """Alarm states; every change between them is an :class:`AlarmEvent`."""
+
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    ACTIVE = "active"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class AlarmEvent(_Frozen):
+    """One transition of one alarm; the same record is published, persisted and recorded.
+
+    ``alarm_id`` is stable for the life of an alarm (one per rule and participant at a time), so
+    a duplicate delivery is harmless; ``sequence`` orders the events of a session without gaps.
+    """
+
+    alarm_id: uuid.UUID
+    session: Identifier
+    participant: ParticipantCode
+    rule: Identifier
+    parameter: Parameter | None = None
+    priority: AlarmPriority
+    category: AlarmCategory
+    state: AlarmState
+    value: float | None = None
+    threshold: float | None = None
+    message: str = Field(min_length=1, max_length=500)
+    raised_at: AwareDatetime  # when the condition was first detected
+    occurred_at: AwareDatetime  # when this transition happened
+    acknowledged_by: Identifier | None = None
+    acknowledged_at: AwareDatetime | None = None
+    escalation_level: int = Field(default=0, ge=0)
+    sequence: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _check_acknowledgement(self) -> Self:
+        if self.state is AlarmState.ACKNOWLEDGED and self.acknowledged_by is None:
+            msg = "an acknowledged alarm must name the staff member who acknowledged it"
+            raise ValueError(msg)
+        if self.occurred_at < self.raised_at:
+            msg = "occurred_at cannot precede raised_at"
+            raise ValueError(msg)
+        return self
