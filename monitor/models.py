@@ -22,12 +22,17 @@ from pydantic import (
 )
 
 __all__ = [
+    "EVIDENCE_KINDS",
+    "NOT_EVIDENCE",
     "PARAMETER_UNITS",
     "AlarmCategory",
     "AlarmEvent",
     "AlarmPriority",
     "AlarmState",
+    "DeviceEvent",
+    "DeviceEventType",
     "DeviceKind",
+    "DeviceState",
     "Identifier",
     "Parameter",
     "ParticipantCode",
@@ -140,6 +145,30 @@ class QualityFlag(enum.StrEnum):
     DEVICE_CLOCK_NOT_SET = "device_clock_not_set"
 
 
+NOT_EVIDENCE: frozenset[QualityFlag] = frozenset(
+    {
+        QualityFlag.SENSOR_CONTACT_LOST,
+        QualityFlag.BODY_MOVEMENT,
+        QualityFlag.IMPROPER_CUFF_FIT,
+        QualityFlag.IMPROPER_POSITION,
+        QualityFlag.SIGNAL_QUALITY_LOW,
+        QualityFlag.QUESTIONABLE_MEASUREMENT,
+        QualityFlag.VALUE_UNUSABLE,
+    }
+)
+"""Flags that make a reading unfit as alarm evidence; the others (irregular pulse...) inform."""
+
+EVIDENCE_KINDS: frozenset[ReadingKind] = frozenset(
+    {
+        ReadingKind.HEART_RATE,
+        ReadingKind.BLOOD_PRESSURE,
+        ReadingKind.TEMPERATURE,
+        ReadingKind.SPO2,
+    }
+)
+"""Final measurements; cuff inflation, intermediate temperatures and battery are context only."""
+
+
 class Reading(_Frozen):
     """One measurement from one device, normalised to canonical units.
 
@@ -172,12 +201,8 @@ class Reading(_Frozen):
 
     @property
     def usable(self) -> bool:
-        """Whether this reading may serve as alarm evidence."""
-        return not self.quality and self.kind not in {
-            ReadingKind.CUFF_PRESSURE,
-            ReadingKind.INTERMEDIATE_TEMPERATURE,
-            ReadingKind.BATTERY,
-        }
+        """Whether this reading may serve as alarm evidence (it is stored either way)."""
+        return self.kind in EVIDENCE_KINDS and not (self.quality & NOT_EVIDENCE)
 
 
 class AlarmPriority(enum.StrEnum):
@@ -247,3 +272,51 @@ class AlarmEvent(_Frozen):
             msg = "occurred_at cannot precede raised_at"
             raise ValueError(msg)
         return self
+
+
+class DeviceState(enum.StrEnum):
+    """Where a wearable's link is in its life."""
+
+    SEARCHING = "searching"  # configured, not seen yet
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    LOST = "lost"  # the link dropped; the connector keeps trying
+    RECONNECTING = "reconnecting"
+    STOPPED = "stopped"  # the service shut the link down on purpose
+
+
+class DeviceEventType(enum.StrEnum):
+    """Technical conditions and link changes a wearable can go through."""
+
+    STATE_CHANGED = "state_changed"
+    NO_DATA = "no_data"
+    DATA_RESUMED = "data_resumed"
+    SENSOR_CONTACT_LOST = "sensor_contact_lost"
+    SENSOR_CONTACT_RESTORED = "sensor_contact_restored"
+    BATTERY_LOW = "battery_low"
+    MALFORMED_PAYLOAD = "malformed_payload"
+    MALFORMED_RATE_HIGH = "malformed_rate_high"
+    NOTIFICATIONS_DROPPED = "notifications_dropped"
+    CONNECT_FAILED = "connect_failed"
+
+
+class DeviceEvent(_Frozen):
+    """Something that happened to a wearable or its link; persisted and published like readings.
+
+    A malformed payload is kept here whole (``payload_hex``, ``characteristic``, ``detail``), so a
+    device that sends garbage can be diagnosed later and nothing it sent is lost.
+    """
+
+    session: Identifier
+    participant: ParticipantCode
+    device: Identifier
+    device_kind: DeviceKind
+    event: DeviceEventType
+    state: DeviceState
+    occurred_at: AwareDatetime
+    detail: str = ""
+    gap_s: float | None = Field(default=None, ge=0)  # silence bridged by a reconnect
+    battery_percent: float | None = None
+    characteristic: str | None = None  # 16-bit UUID as 0x2A37
+    payload_hex: str | None = None
+    count: int | None = Field(default=None, ge=0)  # e.g. notifications dropped so far
