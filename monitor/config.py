@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import enum
 import json
+import math
 import os
 import re
 import tomllib
@@ -29,6 +30,7 @@ from typing import Annotated, Any, Literal, Self, TypeGuard
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -41,8 +43,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from monitor.alerts.rules import DETECTION_PARAMETERS, ArtefactSettings, BaselineSettings
 from monitor.models import (
     PARAMETER_UNITS,
+    AlarmCategory,
     AlarmPriority,
     DeviceKind,
     Identifier,
@@ -55,6 +59,11 @@ __all__ = [
     "INFLUX_TOKEN_ENV",
     "MQTT_PASSWORD_ENV",
     "PLAUSIBLE_RANGES",
+    "Artefacts",
+    "Baseline",
+    "BaselineRule",
+    "CombinedCondition",
+    "CombinedRule",
     "ConfigError",
     "ConfigProblem",
     "Device",
@@ -65,7 +74,9 @@ __all__ = [
     "LimitRule",
     "MqttConfig",
     "MqttTls",
+    "News2Rule",
     "Participant",
+    "PlausibleRanges",
     "ProtocolProfile",
     "Room",
     "Rule",
@@ -73,6 +84,9 @@ __all__ = [
     "Session",
     "SiteConfig",
     "SiteSection",
+    "SpikeDeltas",
+    "StalenessRule",
+    "TrendRule",
     "load_config",
     "load_protocol",
     "summarize",
@@ -101,7 +115,9 @@ _Loc = tuple[str | int, ...]
 _CONTEXT_BASE_DIR = "base_dir"
 _CONTEXT_DEFER_CROSS_CHECKS = "defer_cross_checks"
 _SECRET_KEYS = frozenset({"password", "passwd", "token", "secret", "api_token", "api_key"})
-_NON_OVERRIDABLE = frozenset({"id", "kind", "parameter", "direction"})
+# ``alarm`` is part of a rule slot's shape (every participant's row must agree); ``all_of`` is a
+# list, which a flat override table cannot express.
+_NON_OVERRIDABLE = frozenset({"id", "kind", "parameter", "direction", "alarm", "all_of"})
 _IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # as monitor.models.Identifier
 _PATTERN_MEANINGS = {
     _IDENTIFIER_PATTERN: "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter "
@@ -161,7 +177,7 @@ class _Strict(BaseModel):
 
 
 class LimitDirection(enum.StrEnum):
-    """Which side of the threshold is the alarm side."""
+    """Which side is the alarm side: above (``high``, a rise) or below (``low``, a fall)."""
 
     HIGH = "high"
     LOW = "low"
@@ -170,62 +186,139 @@ class LimitDirection(enum.StrEnum):
 class Escalation(_Strict):
     """How long an unacknowledged alarm waits before it escalates (clinical.md 8.2)."""
 
-    unacknowledged_medium_to_high_s: float = Field(gt=0, le=3600)
-    unacknowledged_high_to_backup_s: float = Field(gt=0, le=3600)
+    unacknowledged_medium_to_high_s: int = Field(gt=0, le=3600)
+    unacknowledged_high_to_backup_s: int = Field(gt=0, le=3600)
 
 
-class LimitRule(_Strict):
+def _detection_parameter(parameter: Parameter) -> Parameter:
+    """A rule on a parameter that forms no detection stream would never fire: refuse it."""
+    if parameter is Parameter.CUFF_PRESSURE:
+        msg = "cuff pressure while the cuff inflates is never alarm evidence"
+        raise ValueError(msg)
+    if parameter not in DETECTION_PARAMETERS:
+        names = ", ".join(DETECTION_PARAMETERS)
+        msg = (
+            f"{parameter} is not a detection stream, so no rule can watch it (use one of: {names})"
+        )
+        raise ValueError(msg)
+    return parameter
+
+
+_StreamParameter = Annotated[Parameter, AfterValidator(_detection_parameter)]
+
+
+def _check_plausible(parameter: object, value: float, what: str) -> None:
+    if isinstance(parameter, Parameter):
+        low, high = PLAUSIBLE_RANGES[parameter]
+        if not low <= value <= high:
+            unit = PARAMETER_UNITS[parameter]
+            msg = (
+                f"{value:g} is not a plausible {parameter} {what} "
+                f"(expected {low:g}-{high:g} {unit})"
+            )
+            raise ValueError(msg)
+
+
+def _check_plausible_change(parameter: object, change: float, what: str) -> None:
+    """A change wider than the whole plausible range is a typo (a rate of 20 for 2.0)."""
+    if isinstance(parameter, Parameter):
+        low, high = PLAUSIBLE_RANGES[parameter]
+        if change > high - low:
+            unit = PARAMETER_UNITS[parameter]
+            msg = (
+                f"{what} {change:g} {unit}, more than the whole plausible {parameter} range "
+                f"{low:g}-{high:g} {unit}"
+            )
+            raise ValueError(msg)
+
+
+def _check_clear_value(parameter: object, threshold: float, step: float) -> None:
+    if isinstance(parameter, Parameter):
+        low, high = PLAUSIBLE_RANGES[parameter]
+        if not low <= threshold + step <= high:
+            msg = (
+                f"the alarm would clear at {threshold + step:g}, outside the plausible "
+                f"range {low:g}-{high:g}"
+            )
+            raise ValueError(msg)
+
+
+_MAX_CONFIRM = 10
+
+
+def _confirm_value(value: object) -> bool | int:
+    """``true`` keeps its historical meaning (one confirming repeat: 2 readings)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and 1 <= value <= _MAX_CONFIRM:
+        return value
+    msg = (
+        f"must be true (2 consecutive readings), false (1) or a number of consecutive "
+        f"readings from 1 to {_MAX_CONFIRM} (got {value!r})"
+    )
+    raise ValueError(msg)
+
+
+_Confirm = Annotated[bool | int, PlainValidator(_confirm_value)]
+
+
+class _RuleBase(_Strict):
+    """Fields every rule kind has (docs/detection.md sections 3-5)."""
+
+    id: Identifier
+    alarm: Identifier | None = None
+    priority: AlarmPriority
+    delay_s: int = Field(default=0, ge=0, le=3600)
+    confirm: _Confirm = False
+
+    @property
+    def alarm_group(self) -> str:
+        """The alarm this rule raises: tiers of one parameter share one (default: the id)."""
+        return self.alarm or self.id
+
+    @property
+    def confirm_count(self) -> int:
+        """Consecutive breaching evidence samples needed: ``true`` is 2, ``false`` is 1."""
+        if isinstance(self.confirm, bool):
+            return 2 if self.confirm else 1
+        return self.confirm
+
+
+class _TickRuleBase(_RuleBase):
+    """Rules evaluated at ticks, not per reading: there is no reading to confirm."""
+
+    @field_validator("confirm")
+    @classmethod
+    def _no_confirmation(cls, confirm: bool | int) -> bool | int:
+        if confirm is True or (not isinstance(confirm, bool) and confirm != 1):
+            msg = "this rule is evaluated at ticks, not per reading: confirm does not apply"
+            raise ValueError(msg)
+        return confirm
+
+
+class LimitRule(_RuleBase):
     """A fixed alarm limit on one parameter, with a condition delay and hysteresis."""
 
     kind: Literal["limit"]
-    id: Identifier
-    parameter: Parameter
+    parameter: _StreamParameter
     direction: LimitDirection
     threshold: float
     inclusive: bool
-    priority: AlarmPriority
-    delay_s: float = Field(default=0.0, ge=0, le=3600)
     clear_band: float = Field(default=0.0, ge=0)
-    confirm: bool = False
-
-    @field_validator("parameter")
-    @classmethod
-    def _alarmable(cls, parameter: Parameter) -> Parameter:
-        if parameter is Parameter.CUFF_PRESSURE:
-            msg = "cuff pressure while the cuff inflates is never alarm evidence"
-            raise ValueError(msg)
-        return parameter
 
     @field_validator("threshold")
     @classmethod
     def _plausible_threshold(cls, threshold: float, info: ValidationInfo) -> float:
-        parameter = info.data.get("parameter")
-        if isinstance(parameter, Parameter):
-            low, high = PLAUSIBLE_RANGES[parameter]
-            if not low <= threshold <= high:
-                unit = PARAMETER_UNITS[parameter]
-                msg = (
-                    f"{threshold:g} is not a plausible {parameter} threshold "
-                    f"(expected {low:g}-{high:g} {unit})"
-                )
-                raise ValueError(msg)
+        _check_plausible(info.data.get("parameter"), threshold, "threshold")
         return threshold
 
     @field_validator("clear_band")
     @classmethod
     def _plausible_clear_band(cls, clear_band: float, info: ValidationInfo) -> float:
-        parameter = info.data.get("parameter")
         threshold = info.data.get("threshold")
-        direction = info.data.get("direction")
-        if isinstance(parameter, Parameter) and isinstance(threshold, float):
-            low, high = PLAUSIBLE_RANGES[parameter]
-            step = -clear_band if direction is LimitDirection.HIGH else clear_band
-            if not low <= threshold + step <= high:
-                msg = (
-                    f"the alarm would clear at {threshold + step:g}, outside the plausible "
-                    f"range {low:g}-{high:g}"
-                )
-                raise ValueError(msg)
+        if isinstance(threshold, float):
+            step = -clear_band if info.data.get("direction") is LimitDirection.HIGH else clear_band
+            _check_clear_value(info.data.get("parameter"), threshold, step)
         return clear_band
 
     def is_breached(self, value: float) -> bool:
@@ -243,9 +336,259 @@ class LimitRule(_Strict):
         return value >= self.threshold + self.clear_band
 
 
-# New rule kinds join this union (``LimitRule | TrendRule | ...``); ``kind`` picks the member.
-Rule = Annotated[LimitRule, Field(discriminator="kind")]
-"""One alarm rule of a protocol profile."""
+class TrendRule(_RuleBase):
+    """A least-squares slope over a window: ``high`` alarms on a rise, ``low`` on a fall."""
+
+    kind: Literal["trend"]
+    parameter: _StreamParameter
+    direction: LimitDirection
+    window_s: int = Field(gt=0, le=21600)
+    rate_per_min: float = Field(gt=0)
+    resolution_s: int = Field(default=30, ge=1, le=3600)
+    min_samples: int = Field(default=3, ge=2, le=1000)
+    while_at_least: float | None = None
+    while_at_most: float | None = None
+
+    @field_validator("rate_per_min")
+    @classmethod
+    def _plausible_rate(cls, rate_per_min: float, info: ValidationInfo) -> float:
+        window_s = info.data.get("window_s")
+        if isinstance(window_s, int):
+            change = rate_per_min * window_s / 60
+            what = f"{rate_per_min:g}/min over {window_s} s changes by"
+            _check_plausible_change(info.data.get("parameter"), change, what)
+        return rate_per_min
+
+    @field_validator("min_samples")
+    @classmethod
+    def _reachable(cls, min_samples: int, info: ValidationInfo) -> int:
+        window_s = info.data.get("window_s")
+        resolution_s = info.data.get("resolution_s")
+        if isinstance(window_s, int) and isinstance(resolution_s, int):
+            most = window_s // resolution_s + 1
+            if min_samples > most:
+                msg = (
+                    f"a {window_s} s window with samples at least {resolution_s} s apart holds "
+                    f"at most {most}, so {min_samples} samples are never reached"
+                )
+                raise ValueError(msg)
+        return min_samples
+
+    @field_validator("while_at_least", "while_at_most")
+    @classmethod
+    def _plausible_bound(cls, bound: float | None, info: ValidationInfo) -> float | None:
+        if bound is not None:
+            _check_plausible(info.data.get("parameter"), bound, "bound")
+            least = info.data.get("while_at_least")
+            if info.field_name == "while_at_most" and isinstance(least, float) and bound < least:
+                msg = f"must not be below while_at_least ({least:g}): the rule could never fire"
+                raise ValueError(msg)
+        return bound
+
+
+class BaselineRule(_RuleBase):
+    """A rise (``high``) or fall of ``delta`` from the participant's pre-dose baseline."""
+
+    kind: Literal["baseline"]
+    parameter: _StreamParameter
+    direction: LimitDirection
+    delta: float = Field(gt=0)
+    clear_band: float = Field(default=0.0, ge=0)
+
+    @field_validator("delta")
+    @classmethod
+    def _plausible_delta(cls, delta: float, info: ValidationInfo) -> float:
+        _check_plausible_change(info.data.get("parameter"), delta, "a delta of")
+        return delta
+
+    @field_validator("clear_band")
+    @classmethod
+    def _within_delta(cls, clear_band: float, info: ValidationInfo) -> float:
+        delta = info.data.get("delta")
+        if isinstance(delta, float) and clear_band > delta:
+            msg = (
+                f"must be at most delta ({delta:g}): the alarm would only clear beyond the "
+                f"baseline itself"
+            )
+            raise ValueError(msg)
+        return clear_band
+
+
+class StalenessRule(_TickRuleBase):
+    """Technical: no evidence on a stream for ``stale_after_s`` (the sensor is off or silent)."""
+
+    kind: Literal["staleness"]
+    parameter: _StreamParameter
+    stale_after_s: int = Field(gt=0, le=86400)
+
+    @field_validator("delay_s")
+    @classmethod
+    def _no_delay(cls, delay_s: int) -> int:
+        if delay_s:
+            msg = "a staleness rule has no delay: stale_after_s already is its delay"
+            raise ValueError(msg)
+        return delay_s
+
+
+class CombinedCondition(_Strict):
+    """One limit of a combined rule, tested on its stream's latest evidence value."""
+
+    parameter: _StreamParameter
+    direction: LimitDirection
+    threshold: float
+    inclusive: bool
+
+    @field_validator("threshold")
+    @classmethod
+    def _plausible_threshold(cls, threshold: float, info: ValidationInfo) -> float:
+        _check_plausible(info.data.get("parameter"), threshold, "threshold")
+        return threshold
+
+
+class CombinedRule(_TickRuleBase):
+    """Every condition holds at once on recent values (hyperthermia with tachycardia)."""
+
+    kind: Literal["combined"]
+    all_of: tuple[CombinedCondition, ...] = Field(min_length=2, max_length=8)
+    max_age_s: int = Field(default=120, gt=0, le=3600)
+
+
+class News2Rule(_TickRuleBase):
+    """Partial NEWS2: the score's band sets the priority of each alarm update."""
+
+    kind: Literal["news2"]
+    priority: AlarmPriority = AlarmPriority.HIGH
+    max_age_s: int = Field(default=900, gt=0, le=3600)
+    alert_low: bool = False
+
+    @field_validator("priority")
+    @classmethod
+    def _band_decides(cls, priority: AlarmPriority) -> AlarmPriority:
+        if priority is not AlarmPriority.HIGH:
+            msg = (
+                "the NEWS2 band sets each alarm's priority (aggregate >=7 high, 5-6 or a single "
+                "3 medium, 1-4 low with alert_low); leave priority out"
+            )
+            raise ValueError(msg)
+        return priority
+
+    @field_validator("delay_s")
+    @classmethod
+    def _no_delay(cls, delay_s: int) -> int:
+        if delay_s:
+            msg = "NEWS2 has no delay: the score is met as soon as its band is not clear"
+            raise ValueError(msg)
+        return delay_s
+
+
+Rule = Annotated[
+    LimitRule | TrendRule | BaselineRule | StalenessRule | CombinedRule | News2Rule,
+    Field(discriminator="kind"),
+]
+"""One alarm rule of a protocol profile; ``kind`` picks the member."""
+
+_DEFAULT_ARTEFACTS = ArtefactSettings()
+_DEFAULT_BASELINE = BaselineSettings()
+
+
+def _range(value: tuple[float, float]) -> tuple[float, float]:
+    low, high = value
+    if not math.isfinite(low) or not math.isfinite(high) or not 0 <= low < high:
+        msg = f"must be [low, high] with 0 <= low < high (got [{low:g}, {high:g}])"
+        raise ValueError(msg)
+    return value
+
+
+def _pair(value: object) -> object:
+    if isinstance(value, list | tuple) and len(value) != 2:
+        msg = f"must be [low, high], two numbers (got {len(value)})"
+        raise ValueError(msg)
+    return value
+
+
+_Range = Annotated[tuple[float, float], BeforeValidator(_pair), AfterValidator(_range)]
+
+
+def _spike_delta(value: object) -> float | None:
+    """``false`` switches the spike check off (TOML has no null)."""
+    if value is False:
+        return None
+    if isinstance(value, int | float) and value is not True and math.isfinite(value) and value > 0:
+        return float(value)
+    msg = f"must be a positive number, or false for no spike check (got {value!r})"
+    raise ValueError(msg)
+
+
+_SpikeDelta = Annotated[float | None, PlainValidator(_spike_delta)]
+
+
+class PlausibleRanges(_Strict):
+    """Per stream: values outside ``[low, high]`` are artefacts, never evidence."""
+
+    heart_rate: _Range = _DEFAULT_ARTEFACTS.plausible[Parameter.HEART_RATE]
+    systolic_bp: _Range = _DEFAULT_ARTEFACTS.plausible[Parameter.SYSTOLIC_BP]
+    diastolic_bp: _Range = _DEFAULT_ARTEFACTS.plausible[Parameter.DIASTOLIC_BP]
+    temperature: _Range = _DEFAULT_ARTEFACTS.plausible[Parameter.TEMPERATURE]
+    spo2: _Range = _DEFAULT_ARTEFACTS.plausible[Parameter.SPO2]
+
+    def by_parameter(self) -> dict[Parameter, tuple[float, float]]:
+        """The ranges keyed by detection parameter."""
+        return {
+            Parameter.HEART_RATE: self.heart_rate,
+            Parameter.SYSTOLIC_BP: self.systolic_bp,
+            Parameter.DIASTOLIC_BP: self.diastolic_bp,
+            Parameter.TEMPERATURE: self.temperature,
+            Parameter.SPO2: self.spo2,
+        }
+
+
+class SpikeDeltas(_Strict):
+    """Per stream: the largest believable jump between close samples; None: no spike check."""
+
+    heart_rate: _SpikeDelta = _DEFAULT_ARTEFACTS.spike_delta[Parameter.HEART_RATE]
+    systolic_bp: _SpikeDelta = _DEFAULT_ARTEFACTS.spike_delta[Parameter.SYSTOLIC_BP]
+    diastolic_bp: _SpikeDelta = _DEFAULT_ARTEFACTS.spike_delta[Parameter.DIASTOLIC_BP]
+    temperature: _SpikeDelta = _DEFAULT_ARTEFACTS.spike_delta[Parameter.TEMPERATURE]
+    spo2: _SpikeDelta = _DEFAULT_ARTEFACTS.spike_delta[Parameter.SPO2]
+
+    def by_parameter(self) -> dict[Parameter, float | None]:
+        """The deltas keyed by detection parameter."""
+        return {
+            Parameter.HEART_RATE: self.heart_rate,
+            Parameter.SYSTOLIC_BP: self.systolic_bp,
+            Parameter.DIASTOLIC_BP: self.diastolic_bp,
+            Parameter.TEMPERATURE: self.temperature,
+            Parameter.SPO2: self.spo2,
+        }
+
+
+class Artefacts(_Strict):
+    """The evidence filter (docs/detection.md section 2); omitted keys keep the defaults."""
+
+    plausible: PlausibleRanges = Field(default_factory=PlausibleRanges)
+    spike_delta: SpikeDeltas = Field(default_factory=SpikeDeltas)
+    spike_max_gap_s: int = Field(default=_DEFAULT_ARTEFACTS.spike_max_gap_s, ge=0, le=3600)
+
+
+class Baseline(_Strict):
+    """How the pre-dose baseline is taken (docs/detection.md section 3)."""
+
+    window_s: int = Field(default=_DEFAULT_BASELINE.window_s, gt=0, le=21600)
+    resolution_s: int = Field(default=_DEFAULT_BASELINE.resolution_s, ge=1, le=3600)
+    min_samples: int = Field(default=_DEFAULT_BASELINE.min_samples, ge=1)
+
+    @field_validator("min_samples")
+    @classmethod
+    def _reachable(cls, min_samples: int, info: ValidationInfo) -> int:
+        window_s = info.data.get("window_s")
+        resolution_s = info.data.get("resolution_s")
+        most = _DEFAULT_BASELINE.max_samples
+        if isinstance(window_s, int) and isinstance(resolution_s, int):
+            most = min(most, window_s // resolution_s + 1)
+        if min_samples > most:
+            msg = f"at most {most} samples enter the baseline, so {min_samples} are never reached"
+            raise ValueError(msg)
+        return min_samples
 
 
 class ProtocolProfile(_Strict):
@@ -254,6 +597,8 @@ class ProtocolProfile(_Strict):
     name: Identifier
     description: str = Field(default="", max_length=2000)
     escalation: Escalation
+    artefacts: Artefacts = Field(default_factory=Artefacts)
+    baseline: Baseline = Field(default_factory=Baseline)
     rules: tuple[Rule, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -532,6 +877,13 @@ class SiteConfig(_Strict):
                 return room
         raise KeyError(room_id)
 
+    def session(self, session_id: str) -> Session:
+        """The session with this id; ``KeyError`` if there is none."""
+        for session in self.sessions:
+            if session.id == session_id:
+                return session
+        raise KeyError(session_id)
+
     def protocol_for(self, session: Session, participant: Participant) -> ProtocolProfile:
         """The protocol profile that applies to this participant."""
         return self.protocols[session.protocol_of(participant)]
@@ -782,6 +1134,10 @@ def _error_message(
         return _unknown_key_message(str(loc[-1]), _model_at(root, loc[:-1], data))
     if kind == "missing":
         return "required key is missing"
+    if kind == "too_short" and isinstance(error.get("input"), list | tuple):
+        minimum = error.get("ctx", {}).get("min_length")
+        entries = "entry" if minimum == 1 else "entries"
+        return f"needs at least {minimum} {entries} (got {len(error['input'])})"
     if kind in {"union_tag_invalid", "union_tag_not_found"}:
         ctx = error.get("ctx", {})
         if kind == "union_tag_not_found":
@@ -849,8 +1205,81 @@ def _first_seen(
 def _profile_cross_problems(data: Mapping[str, Any]) -> list[tuple[_Loc, str]]:
     problems: list[tuple[_Loc, str]] = []
     seen: dict[str, _Loc] = {}
+    groups: dict[str, tuple[AlarmCategory, _Loc]] = {}
     for index, rule in _tables(data.get("rules")):
         _first_seen(seen, rule.get("id"), ("rules", index, "id"), "rule id", problems)
+        group = rule.get("alarm") or rule.get("id")
+        if not _is_identifier(group):
+            continue
+        technical = rule.get("kind") == "staleness"
+        category = AlarmCategory.TECHNICAL if technical else AlarmCategory.PHYSIOLOGICAL
+        loc: _Loc = ("rules", index, "alarm" if rule.get("alarm") else "id")
+        first_category, first_loc = groups.setdefault(group, (category, loc))
+        if category is not first_category:
+            problems.append(
+                (
+                    loc,
+                    f"alarm {group!r} would mix {category} and {first_category} rules "
+                    f"(first at {_format_location(first_loc)}); technical alarms are never "
+                    f"paused, so give them their own alarm",
+                )
+            )
+    return problems
+
+
+def _rule_shape(rule: Rule) -> tuple[str, Parameter | None, str]:
+    """What every participant's copy of a rule must share: one slot of the rule table."""
+    return rule.kind, getattr(rule, "parameter", None), rule.alarm_group
+
+
+def _session_setting_problems(
+    session: Mapping[str, Any],
+    s_loc: _Loc,
+    profiles: Mapping[str, ProtocolProfile | None],
+) -> list[tuple[_Loc, str]]:
+    """One session is one rule table: one evidence filter, one baseline setting, one rule per id."""
+    problems: list[tuple[_Loc, str]] = []
+    first: tuple[str, ProtocolProfile] | None = None
+    shapes: dict[str, tuple[tuple[str, Parameter | None, str], str]] = {}
+    for p_index, participant in _tables(session.get("participants")):
+        name = participant.get("protocol")
+        loc: _Loc = (*s_loc, "participants", p_index, "protocol")
+        if name is None:
+            name, loc = session.get("protocol"), (*s_loc, "protocol")
+        if not isinstance(name, str):
+            continue
+        profile = profiles.get(name)
+        if profile is None:
+            continue
+        for rule in profile.rules:
+            shape, owner = shapes.setdefault(rule.id, (_rule_shape(rule), name))
+            if shape != _rule_shape(rule):
+                problems.append(
+                    (
+                        loc,
+                        f"rule {rule.id!r} of protocol {name!r} differs from the one of "
+                        f"{owner!r} in kind, parameter or alarm; in one session a rule id is one "
+                        f"rule, so rename one of them",
+                    )
+                )
+        if first is None:
+            first = (name, profile)
+            continue
+        first_name, first_profile = first
+        differ = [
+            f"[{section}]"
+            for section in ("artefacts", "baseline")
+            if getattr(profile, section) != getattr(first_profile, section)
+        ]
+        if differ:
+            problems.append(
+                (
+                    loc,
+                    f"protocol {name!r} has other {' and '.join(differ)} settings than "
+                    f"{first_name!r} in the same session; a session has one of each, so make "
+                    f"them equal",
+                )
+            )
     return problems
 
 
@@ -982,6 +1411,7 @@ def _site_cross_problems(
                     pattern = device.get("name_pattern")
                     where = (*d_loc, "name_pattern")
                     _first_seen(patterns, pattern, where, "name_pattern", problems)
+        problems += _session_setting_problems(session, s_loc, profiles)
         limit = capacity.get(room_id) if isinstance(room_id, str) else None
         if isinstance(limit, int) and device_count > limit:
             problems.append(
@@ -1145,8 +1575,10 @@ def summarize(config: SiteConfig) -> str:
     lines.append(f"Protocols ({len(config.protocols)}):")
     for name, profile in sorted(config.protocols.items()):
         escalation = profile.escalation
+        kinds = [rule.kind for rule in profile.rules]
+        counts = ", ".join(f"{kinds.count(kind)} {kind}" for kind in dict.fromkeys(kinds))
         lines.append(
-            f"  {name}: {len(profile.rules)} rules; unacknowledged medium -> high after "
+            f"  {name}: {len(profile.rules)} rules ({counts}); unacknowledged medium -> high after "
             f"{escalation.unacknowledged_medium_to_high_s:g} s, high -> backup after "
             f"{escalation.unacknowledged_high_to_backup_s:g} s"
         )

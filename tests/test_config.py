@@ -9,12 +9,19 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from monitor.config import (
+    Artefacts,
+    Baseline,
+    BaselineRule,
+    CombinedRule,
     ConfigError,
     ConfigProblem,
     LimitDirection,
     LimitRule,
+    News2Rule,
     Secrets,
     SiteConfig,
+    StalenessRule,
+    TrendRule,
     load_config,
     load_protocol,
     summarize,
@@ -117,8 +124,11 @@ def test_example_config_loads_with_both_protocols_and_the_override() -> None:
     session = config.sessions[0]
     participant = session.participants[0]
     rules = {rule.id: rule for rule in config.rules_for(session, participant)}
-    assert rules["hr-high-medium"].threshold == 125
+    overridden = rules["hr-high-medium"]
+    assert isinstance(overridden, LimitRule)
+    assert overridden.threshold == 125
     default = config.protocol_for(session, participant).rule("hr-high-medium")
+    assert isinstance(default, LimitRule)
     assert default.threshold == 120
     assert config.mqtt is not None
     assert (config.mqtt.host, config.mqtt.port, config.mqtt.username) == (
@@ -156,7 +166,8 @@ def test_protocol_profiles_cover_every_vital_sign(name: str) -> None:
     assert profile.name == name
     assert profile.escalation.unacknowledged_medium_to_high_s == 300
     assert profile.escalation.unacknowledged_high_to_backup_s == 120
-    tiers = {(r.parameter, r.direction, r.priority) for r in profile.rules}
+    limits = [rule for rule in profile.rules if isinstance(rule, LimitRule)]
+    tiers = {(r.parameter, r.direction, r.priority) for r in limits}
     for parameter in (Parameter.SYSTOLIC_BP, Parameter.DIASTOLIC_BP, Parameter.HEART_RATE):
         for priority in AlarmPriority:
             assert (parameter, LimitDirection.HIGH, priority) in tiers
@@ -164,9 +175,12 @@ def test_protocol_profiles_cover_every_vital_sign(name: str) -> None:
         assert (Parameter.TEMPERATURE, LimitDirection.HIGH, priority) in tiers
         assert (Parameter.SPO2, LimitDirection.LOW, priority) in tiers
     bradycardia = profile.rule("hr-low-high")
+    assert isinstance(bradycardia, LimitRule)
     assert (bradycardia.threshold, bradycardia.priority) == (40, AlarmPriority.HIGH)
     sbp_low = profile.rule("sbp-high-low")
+    assert isinstance(sbp_low, LimitRule)
     assert (sbp_low.threshold, sbp_low.inclusive, sbp_low.confirm) == (160, False, True)
+    assert sbp_low.confirm_count == 2
     assert profile.rule("spo2-low-high-immediate").delay_s == 0
     assert profile.rule("hr-high-low").delay_s == 120
 
@@ -174,7 +188,8 @@ def test_protocol_profiles_cover_every_vital_sign(name: str) -> None:
 @pytest.mark.parametrize("name", ["mdma", "psilocybin"])
 def test_every_threshold_and_delay_cites_its_source(name: str) -> None:
     text = (PROTOCOLS / f"{name}.toml").read_text(encoding="utf-8")
-    numbered = [line for line in text.splitlines() if re.match(r"(threshold|delay_s) =", line)]
+    sourced = r"(threshold|delay_s|window_s|rate_per_min|delta|while_at_least|stale_after_s) ="
+    numbered = [line for line in text.splitlines() if re.match(sourced, line)]
     assert numbered
     for line in numbered:
         assert re.search(r"#.*\b\d\.\d\b", line), f"no source section cited: {line}"
@@ -184,7 +199,9 @@ def test_summary_names_codes_kinds_and_protocols() -> None:
     summary = summarize(load_config(CONFIG / "example.toml"))
     for expected in ("SITE-1", "room-a", "S-2026-11-26-B", "P-014", "P-021", "pulse_oximeter"):
         assert expected in summary
-    assert "mdma: 18 rules" in summary
+    assert "mdma: 28 rules (18 limit, 2 trend, 1 baseline, 1 combined, 1 news2, 5 staleness)" in (
+        summary
+    )
     assert "MQTT: detector@broker.clinic.example:8883" in summary
     assert "org 'clinic'" in summary
     demo = summarize(load_config(CONFIG / "demo.toml"))
@@ -590,7 +607,7 @@ def test_protocol_file_mistakes_all_at_once(tmp_path: Path) -> None:
         "unacknowledged_high_to_backup_s = 120\n", ""
     ).replace("threshold = 120.0", "threshold = 1200.0").replace(
         "clear_band = 5.0", "clear_band = 5.0\nlimit = 3"
-    ) + RULE.replace('kind = "limit"', 'kind = "trend"')
+    ) + RULE.replace('kind = "limit"', 'kind = "trendline"')
     problems = problems_of(write(tmp_path, text, "custom.toml"), protocol=True)
     found = {p.location: p.message for p in problems}
     assert set(found) == {
@@ -605,7 +622,8 @@ def test_protocol_file_mistakes_all_at_once(tmp_path: Path) -> None:
         "1200 is not a plausible heart_rate threshold (expected 20-250 bpm)"
         in (found["rules[0].threshold"])
     )
-    assert "unknown kind 'trend'" in found["rules[1].kind"]
+    assert "unknown kind 'trendline'" in found["rules[1].kind"]
+    assert "'news2'" in found["rules[1].kind"]
     assert "duplicate rule id 'hr-high'" in found["rules[1].id"]
     assert "custom" in found["name"]
 
@@ -687,11 +705,13 @@ def test_direct_construction_checks_references_too() -> None:
 
 def test_limit_rule_breach_and_hysteresis() -> None:
     rule = load_protocol(PROTOCOLS / "mdma.toml").rule("sbp-high-low")
+    assert isinstance(rule, LimitRule)
     assert not rule.is_breached(160)
     assert rule.is_breached(161)
     assert not rule.is_cleared(156)
     assert rule.is_cleared(155)
     spo2 = load_protocol(PROTOCOLS / "mdma.toml").rule("spo2-low-high-immediate")
+    assert isinstance(spo2, LimitRule)
     assert spo2.is_breached(88)
     assert not spo2.is_breached(89)
     assert spo2.is_cleared(89)
@@ -712,3 +732,445 @@ def test_devices_found_only_by_name_need_distinct_patterns(tmp_path: Path) -> No
         "duplicate name_pattern 'BP-*'"
         in found["sessions[0].participants[1].devices[0].name_pattern"]
     )
+
+
+# --- the other rule kinds ---------------------------------------------------------------------
+
+TREND = """\
+[[rules]]
+id = "temp-rise"
+kind = "trend"
+alarm = "temp"
+parameter = "temperature"
+direction = "high"
+window_s = 1800
+rate_per_min = 0.0166
+resolution_s = 30
+min_samples = 4
+while_at_least = 38.0
+priority = "high"
+"""
+
+BASELINE = """\
+[[rules]]
+id = "temp-baseline"
+kind = "baseline"
+alarm = "temp"
+parameter = "temperature"
+direction = "high"
+delta = 1.0
+clear_band = 0.2
+priority = "medium"
+delay_s = 300
+"""
+
+STALENESS = """\
+[[rules]]
+id = "hr-stale"
+kind = "staleness"
+parameter = "heart_rate"
+stale_after_s = 60
+priority = "medium"
+"""
+
+COMBINED = """\
+[[rules]]
+id = "hot-and-fast"
+kind = "combined"
+priority = "high"
+delay_s = 120
+max_age_s = 90
+
+[[rules.all_of]]
+parameter = "temperature"
+direction = "high"
+threshold = 38.5
+inclusive = true
+
+[[rules.all_of]]
+parameter = "heart_rate"
+direction = "high"
+threshold = 120.0
+inclusive = true
+"""
+
+NEWS2 = """\
+[[rules]]
+id = "news2"
+kind = "news2"
+alert_low = true
+"""
+
+ALL_KINDS = PROFILE + "\n" + "\n".join((TREND, BASELINE, STALENESS, COMBINED, NEWS2))
+
+
+def test_every_rule_kind_parses(tmp_path: Path) -> None:
+    profile = load_protocol(write(tmp_path, ALL_KINDS, "custom.toml"))
+    assert [rule.kind for rule in profile.rules] == [
+        "limit",
+        "trend",
+        "baseline",
+        "staleness",
+        "combined",
+        "news2",
+    ]
+    trend = profile.rule("temp-rise")
+    assert isinstance(trend, TrendRule)
+    assert (trend.parameter, trend.direction, trend.rate_per_min) == (
+        Parameter.TEMPERATURE,
+        LimitDirection.HIGH,
+        0.0166,
+    )
+    assert (trend.window_s, trend.resolution_s, trend.min_samples) == (1800, 30, 4)
+    assert (trend.while_at_least, trend.while_at_most) == (38.0, None)
+    assert trend.alarm_group == "temp"
+    baseline = profile.rule("temp-baseline")
+    assert isinstance(baseline, BaselineRule)
+    assert (baseline.delta, baseline.clear_band, baseline.delay_s) == (1.0, 0.2, 300)
+    stale = profile.rule("hr-stale")
+    assert isinstance(stale, StalenessRule)
+    assert (stale.stale_after_s, stale.alarm_group, stale.confirm_count) == (60, "hr-stale", 1)
+    combined = profile.rule("hot-and-fast")
+    assert isinstance(combined, CombinedRule)
+    assert [(c.parameter, c.threshold, c.inclusive) for c in combined.all_of] == [
+        (Parameter.TEMPERATURE, 38.5, True),
+        (Parameter.HEART_RATE, 120.0, True),
+    ]
+    assert (combined.max_age_s, combined.delay_s) == (90, 120)
+    news2 = profile.rule("news2")
+    assert isinstance(news2, News2Rule)
+    assert (news2.priority, news2.max_age_s, news2.alert_low) == (AlarmPriority.HIGH, 900, True)
+
+
+def test_trend_defaults(tmp_path: Path) -> None:
+    text = TREND.replace("resolution_s = 30\nmin_samples = 4\nwhile_at_least = 38.0\n", "")
+    profile = load_protocol(write(tmp_path, PROFILE + "\n" + text, "custom.toml"))
+    trend = profile.rule("temp-rise")
+    assert isinstance(trend, TrendRule)
+    assert (trend.resolution_s, trend.min_samples, trend.while_at_least, trend.delay_s) == (
+        30,
+        3,
+        None,
+        0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("confirm", "count"), [("false", 1), ("true", 2), ("1", 1), ("2", 2), ("3", 3)]
+)
+def test_confirm_is_a_flag_or_a_count(tmp_path: Path, confirm: str, count: int) -> None:
+    text = PROFILE.replace("clear_band = 5.0", f"clear_band = 5.0\nconfirm = {confirm}")
+    (rule,) = load_protocol(write(tmp_path, text, "custom.toml")).rules
+    assert rule.confirm_count == count
+
+
+def test_protocol_profiles_use_every_rule_kind() -> None:
+    mdma = load_protocol(PROTOCOLS / "mdma.toml")
+    assert {rule.kind for rule in mdma.rules} == {
+        "limit",
+        "trend",
+        "baseline",
+        "staleness",
+        "combined",
+        "news2",
+    }
+    groups: dict[str, set[str]] = {}
+    for rule in mdma.rules:
+        groups.setdefault(rule.alarm_group, set()).add(rule.id)
+    assert groups["sbp-high"] == {
+        "sbp-high-low",
+        "sbp-high-medium",
+        "sbp-high-high-persistent",
+        "sbp-high-high",
+    }
+    assert groups["temp-high"] >= {"temp-baseline-medium", "temp-rise-high", "temp-high-high"}
+    assert groups["bp-stale"] == {"sbp-stale", "dbp-stale"}
+    rise = mdma.rule("temp-rise-high")
+    assert isinstance(rise, TrendRule)
+    assert (rise.window_s, rise.while_at_least, rise.priority) == (1800, 38.0, AlarmPriority.HIGH)
+    assert rise.rate_per_min * 30 == pytest.approx(0.5, abs=0.005)
+    sbp_rise = mdma.rule("sbp-rise-low")
+    assert isinstance(sbp_rise, TrendRule)
+    assert sbp_rise.rate_per_min * sbp_rise.window_s / 60 == 30
+    stale = {
+        rule.parameter: rule.stale_after_s for rule in mdma.rules if isinstance(rule, StalenessRule)
+    }
+    assert stale == {
+        Parameter.HEART_RATE: 60,
+        Parameter.SPO2: 60,
+        Parameter.TEMPERATURE: 300,
+        Parameter.SYSTOLIC_BP: 1800,
+        Parameter.DIASTOLIC_BP: 1800,
+    }
+    psilocybin = load_protocol(PROTOCOLS / "psilocybin.toml")
+    assert {rule.kind for rule in psilocybin.rules} == {"limit", "staleness", "news2"}
+    shared = {rule.id for rule in psilocybin.rules}
+    assert shared <= {rule.id for rule in mdma.rules}
+    for rule in psilocybin.rules:
+        assert rule.alarm_group == mdma.rule(rule.id).alarm_group
+
+
+@pytest.mark.parametrize(
+    ("rule", "old", "new", "location", "message"),
+    [
+        (
+            TREND,
+            "rate_per_min = 0.0166",
+            "rate_per_min = 1.66",
+            "rate_per_min",
+            "more than the whole plausible",
+        ),
+        (TREND, "rate_per_min = 0.0166", "rate_per_min = -1", "rate_per_min", "greater than 0"),
+        (TREND, "window_s = 1800", "window_s = 0", "window_s", "greater than 0"),
+        (TREND, "window_s = 1800", "window_s = 1800.5", "window_s", "integer"),
+        (TREND, "min_samples = 4", "min_samples = 70", "min_samples", "never reached"),
+        (TREND, "while_at_least = 38.0", "while_at_least = 380", "while_at_least", "plausible"),
+        (
+            TREND,
+            "while_at_least = 38.0",
+            "while_at_least = 38.0\nwhile_at_most = 37.0",
+            "while_at_most",
+            "never fire",
+        ),
+        (TREND, 'direction = "high"', 'direction = "rising"', "direction", "'high' or 'low'"),
+        (TREND, 'alarm = "temp"', 'alarm = "temp high"', "alarm", "letters, digits"),
+        (TREND, 'parameter = "temperature"', 'parameter = "battery"', "parameter", "detection"),
+        (TREND, "resolution_s = 30", "resolution = 30", "resolution", "resolution_s"),
+        (BASELINE, "delta = 1.0", "delta = 20.0", "delta", "more than the whole plausible"),
+        (BASELINE, "delta = 1.0", "delta = 0", "delta", "greater than 0"),
+        (BASELINE, "clear_band = 0.2", "clear_band = 1.5", "clear_band", "at most delta"),
+        (BASELINE, "delay_s = 300", "delay_s = 7200", "delay_s", "less than or equal"),
+        (BASELINE, "delay_s = 300", "confirm = 0", "confirm", "number of consecutive readings"),
+        (STALENESS, "stale_after_s = 60", "stale_after_s = 0", "stale_after_s", "greater"),
+        (STALENESS, "stale_after_s = 60", "stale_after_s = 60\ndelay_s = 30", "delay_s", "delay"),
+        (STALENESS, "stale_after_s = 60", "stale_after_s = 60\nconfirm = true", "confirm", "ticks"),
+        (STALENESS, "stale_after_s = 60", "stale_after = 60", "stale_after", "stale_after_s"),
+        (COMBINED, "threshold = 120.0", "threshold = 1200.0", "all_of[1].threshold", "plausible"),
+        (
+            COMBINED,
+            'parameter = "heart_rate"',
+            'parametr = "heart_rate"',
+            "all_of[1].parametr",
+            "did you mean 'parameter'",
+        ),
+        (
+            COMBINED,
+            "inclusive = true\n\n[[rules.all_of]]",
+            "\n[[rules.all_of]]",
+            "all_of[0].inclusive",
+            "required",
+        ),
+        (COMBINED, "max_age_s = 90", "max_age_s = 90\nconfirm = 2", "confirm", "ticks"),
+        (NEWS2, "alert_low = true", 'alert_low = true\npriority = "medium"', "priority", "band"),
+        (NEWS2, "alert_low = true", "alert_low = true\ndelay_s = 60", "delay_s", "no delay"),
+        (NEWS2, "alert_low = true", "alert_lo = true", "alert_lo", "did you mean 'alert_low'"),
+        (NEWS2, "alert_low = true", "max_age_s = 0", "max_age_s", "greater than 0"),
+    ],
+)
+def test_bad_fields_of_the_other_kinds_are_reported_where_they_are(
+    tmp_path: Path, rule: str, old: str, new: str, location: str, message: str
+) -> None:
+    assert old in rule
+    text = PROFILE + "\n" + rule.replace(old, new, 1)
+    problems = problems_of(write(tmp_path, text, "custom.toml"), protocol=True)
+    found = {p.location: p.message for p in problems}
+    assert message in found.pop(f"rules[1].{location}")
+    # a misspelt required key is also missing under its right name
+    assert set(found.values()) <= {"required key is missing"}
+
+
+def test_a_combined_rule_needs_two_conditions(tmp_path: Path) -> None:
+    one = COMBINED[: COMBINED.rindex("[[rules.all_of]]")]
+    problems = problems_of(write(tmp_path, PROFILE + "\n" + one, "custom.toml"), protocol=True)
+    assert [p.location for p in problems] == ["rules[1].all_of"]
+    assert "needs at least 2 entries (got 1)" in problems[0].message
+
+
+def test_only_detection_streams_can_be_watched(tmp_path: Path) -> None:
+    text = PROFILE.replace('"heart_rate"', '"pulse_rate"')
+    problems = problems_of(write(tmp_path, text, "custom.toml"), protocol=True)
+    assert [p.location for p in problems] == ["rules[0].parameter"]
+    assert "not a detection stream" in problems[0].message
+    assert "heart_rate" in problems[0].message
+
+
+def test_an_alarm_does_not_mix_technical_and_physiological_rules(tmp_path: Path) -> None:
+    text = (
+        PROFILE
+        + "\n"
+        + STALENESS.replace('kind = "staleness"', 'kind = "staleness"\nalarm = "hr-high"')
+    )
+    problems = problems_of(write(tmp_path, text, "custom.toml"), protocol=True)
+    assert [p.location for p in problems] == ["rules[1].alarm"]
+    assert "technical" in problems[0].message
+    assert "rules[0].id" in problems[0].message
+
+
+def test_artefact_and_baseline_sections(tmp_path: Path) -> None:
+    profile = load_protocol(write(tmp_path, PROFILE, "custom.toml"))
+    assert profile.artefacts == Artefacts()
+    assert profile.baseline == Baseline()
+    text = PROFILE.replace(
+        "[[rules]]",
+        """[artefacts]
+spike_max_gap_s = 20
+[artefacts.plausible]
+heart_rate = [25, 240]
+[artefacts.spike_delta]
+heart_rate = 40
+spo2 = false
+systolic_bp = 50
+
+[baseline]
+window_s = 1200
+resolution_s = 20
+min_samples = 5
+
+[[rules]]""",
+    )
+    profile = load_protocol(write(tmp_path, text, "custom.toml"))
+    assert profile.artefacts.spike_max_gap_s == 20
+    plausible = profile.artefacts.plausible.by_parameter()
+    assert plausible[Parameter.HEART_RATE] == (25.0, 240.0)
+    assert plausible[Parameter.SPO2] == (50.0, 100.0)
+    deltas = profile.artefacts.spike_delta.by_parameter()
+    assert deltas[Parameter.HEART_RATE] == 40.0
+    assert deltas[Parameter.SPO2] is None
+    assert deltas[Parameter.SYSTOLIC_BP] == 50.0
+    assert deltas[Parameter.DIASTOLIC_BP] is None
+    assert deltas[Parameter.TEMPERATURE] == 1.0
+    assert (profile.baseline.window_s, profile.baseline.resolution_s) == (1200, 20)
+    assert profile.baseline.min_samples == 5
+
+
+@pytest.mark.parametrize(
+    ("section", "location", "message"),
+    [
+        (
+            "[artefacts.plausible]\nheart_rate = [250, 20]",
+            "artefacts.plausible.heart_rate",
+            "low < high",
+        ),
+        (
+            "[artefacts.plausible]\nheart_rate = [20]",
+            "artefacts.plausible.heart_rate",
+            "two numbers",
+        ),
+        (
+            "[artefacts.plausible]\npulse_rate = [20, 250]",
+            "artefacts.plausible.pulse_rate",
+            "unknown key",
+        ),
+        ("[artefacts.spike_delta]\nspo2 = -6", "artefacts.spike_delta.spo2", "false for no spike"),
+        (
+            "[artefacts.spike_delta]\nspo2 = true",
+            "artefacts.spike_delta.spo2",
+            "false for no spike",
+        ),
+        ("[artefacts]\nspike_max_gap = 30", "artefacts.spike_max_gap", "spike_max_gap_s"),
+        ("[baseline]\nwindow_s = 0", "baseline.window_s", "greater than 0"),
+        ("[baseline]\nwindow_s = 60\nmin_samples = 10", "baseline.min_samples", "never reached"),
+        (
+            "[baseline]\nwindow_s = 7200\nmin_samples = 300",
+            "baseline.min_samples",
+            "at most 256",
+        ),
+    ],
+)
+def test_bad_artefact_and_baseline_settings(
+    tmp_path: Path, section: str, location: str, message: str
+) -> None:
+    text = PROFILE.replace("[[rules]]", f"{section}\n\n[[rules]]")
+    problems = problems_of(write(tmp_path, text, "custom.toml"), protocol=True)
+    assert [p.location for p in problems] == [location]
+    assert message in problems[0].message
+
+
+def mixed_site(tmp_path: Path, psilocybin_extra: str = "") -> Path:
+    """A session of P-001 (mdma) and P-002 (psilocybin), with copies of the shipped profiles."""
+    protocols = tmp_path / "protocols"
+    protocols.mkdir(exist_ok=True)
+    for name in ("mdma", "psilocybin"):
+        text = (PROTOCOLS / f"{name}.toml").read_text(encoding="utf-8")
+        if name == "psilocybin" and psilocybin_extra:
+            text = text.replace("[escalation]", f"{psilocybin_extra}\n\n[escalation]", 1)
+        write(protocols, text, f"{name}.toml")
+    second = SECOND_PARTICIPANT.replace('code = "P-002"', 'code = "P-002"\nprotocol = "psilocybin"')
+    return write(tmp_path, SITE.replace(f"'{PROTOCOLS}'", '"protocols"') + second)
+
+
+def test_one_session_has_one_artefact_and_baseline_setting(tmp_path: Path) -> None:
+    config = load_config(mixed_site(tmp_path))
+    assert set(config.protocols) == {"mdma", "psilocybin"}
+    site = mixed_site(tmp_path, "[artefacts]\nspike_max_gap_s = 10\n[baseline]\nwindow_s = 600")
+    found = locations(site)
+    assert list(found) == ["sessions[0].participants[1].protocol"]
+    message = found["sessions[0].participants[1].protocol"]
+    assert "'psilocybin' has other [artefacts] and [baseline] settings than 'mdma'" in message
+    equal = mixed_site(tmp_path, "[baseline]\nwindow_s = 1800\nresolution_s = 10")
+    assert load_config(equal).protocols["psilocybin"].baseline == Baseline()
+
+
+def test_one_rule_id_is_one_rule_in_a_session(tmp_path: Path) -> None:
+    site = mixed_site(tmp_path)
+    psilocybin = tmp_path / "protocols" / "psilocybin.toml"
+    text = psilocybin.read_text(encoding="utf-8")
+    psilocybin.write_text(text.replace('alarm = "hr-high"', 'alarm = "pulse"', 1))
+    found = locations(site)
+    assert list(found) == ["sessions[0].participants[1].protocol"]
+    message = found["sessions[0].participants[1].protocol"]
+    assert "rule 'hr-high-low' of protocol 'psilocybin' differs from the one of 'mdma'" in message
+
+
+def test_overrides_work_on_every_kind(tmp_path: Path) -> None:
+    text = override(
+        '"temp-rise-high"]\nrate_per_min = 0.02\nwhile_at_least = 38.5\n'
+        '[sessions.participants.overrides."temp-baseline-medium"]\ndelta = 1.5\n'
+        '[sessions.participants.overrides."hr-stale"]\nstale_after_s = 120\n'
+        '[sessions.participants.overrides."hyperthermia-tachycardia"]\nmax_age_s = 60\n'
+        "[sessions.participants.overrides.news2]\nalert_low = false\n"
+        '[sessions.participants.overrides."sbp-high-low"]\nconfirm = 3'
+    )
+    config = load_config(write(tmp_path, text))
+    session = config.sessions[0]
+    rules = {rule.id: rule for rule in config.rules_for(session, session.participants[0])}
+    trend = rules["temp-rise-high"]
+    assert isinstance(trend, TrendRule)
+    assert (trend.rate_per_min, trend.while_at_least, trend.window_s) == (0.02, 38.5, 1800)
+    baseline = rules["temp-baseline-medium"]
+    assert isinstance(baseline, BaselineRule)
+    assert baseline.delta == 1.5
+    stale = rules["hr-stale"]
+    assert isinstance(stale, StalenessRule)
+    assert stale.stale_after_s == 120
+    combined = rules["hyperthermia-tachycardia"]
+    assert isinstance(combined, CombinedRule)
+    assert (combined.max_age_s, len(combined.all_of)) == (60, 2)
+    news2 = rules["news2"]
+    assert isinstance(news2, News2Rule)
+    assert not news2.alert_low
+    assert rules["sbp-high-low"].confirm_count == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ('"temp-rise-high"]\nalarm = "mine"', "alarm", "cannot be overridden"),
+        ('"hyperthermia-tachycardia"]\nall_of = "x"', "all_of", "cannot be overridden"),
+        ('"temp-rise-high"]\nrate_per_min = 5.0', "rate_per_min", "more than the whole plausible"),
+        ('"temp-rise-high"]\nthreshold = 38.0', "threshold", "a trend rule has no field"),
+        ('"temp-baseline-medium"]\nclear_band = 2.0', "clear_band", "at most delta"),
+        ('"hr-stale"]\ndelay_s = 30', "delay_s", "no delay"),
+        ('"hr-stale"]\nconfirm = true', "confirm", "ticks"),
+        ('news2]\npriority = "low"', "priority", "band"),
+        ('"hyperthermia-tachycardia"]\nmax_age = 60', "max_age", "did you mean 'max_age_s'"),
+    ],
+)
+def test_overrides_of_the_other_kinds_are_validated(
+    tmp_path: Path, body: str, field: str, message: str
+) -> None:
+    found = locations(write(tmp_path, override(body)))
+    rule_id = body.split("]", maxsplit=1)[0].strip('"')
+    location = f"sessions[0].participants[0].overrides.{rule_id}.{field}"
+    assert list(found) == [location]
+    assert message in found[location]
