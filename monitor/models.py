@@ -241,8 +241,11 @@ class AlarmState(enum.StrEnum):
 class AlarmEvent(_Frozen):
     """One transition of one alarm; the same record is published, persisted and recorded.
 
-    ``alarm_id`` is stable for the life of an alarm (one per rule and participant at a time), so
-    a duplicate delivery is harmless; ``sequence`` orders the events of a session without gaps.
+    ``alarm_id`` is stable for the life of an alarm (one per alarm group and participant at a
+    time), so a duplicate delivery is harmless; ``sequence`` orders the events of a session without
+    gaps. ``paused`` marks an alarm whose signal staff paused (it still changes state and is still
+    recorded); ``condition_cleared`` marks an alarm whose condition has ended but which stays
+    until acknowledged (a latched high alarm) or has just resolved.
     """
 
     alarm_id: uuid.UUID
@@ -262,6 +265,8 @@ class AlarmEvent(_Frozen):
     acknowledged_at: AwareDatetime | None = None
     escalation_level: int = Field(default=0, ge=0)
     sequence: int = Field(ge=1)
+    paused: bool = False
+    condition_cleared: bool = False
 
     @model_validator(mode="after")
     def _check_acknowledgement(self) -> Self:

@@ -108,6 +108,18 @@ def test_alarm_event_round_trips_through_json() -> None:
     assert AlarmEvent.model_validate_json(event.model_dump_json()) == event
 
 
+def test_alarm_event_from_before_pause_and_latch_fields_still_validates() -> None:
+    older = alarm().model_dump(mode="json", exclude={"paused", "condition_cleared"})
+    event = AlarmEvent.model_validate(older)
+    assert not event.paused
+    assert not event.condition_cleared
+
+
+def test_paused_and_latched_marks_round_trip_through_json() -> None:
+    event = alarm(paused=True, condition_cleared=True)
+    assert AlarmEvent.model_validate_json(event.model_dump_json()) == event
+
+
 def test_acknowledgement_names_the_staff_member() -> None:
     with pytest.raises(ValidationError, match="name the staff member"):
         alarm(state=AlarmState.ACKNOWLEDGED)
