@@ -6,29 +6,129 @@ Exit status: 0 on success, 2 for bad input (config, arguments), 1 for anything u
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from monitor import __version__
 
+if TYPE_CHECKING:
+    from monitor.clock import Clock
+    from monitor.config import SiteConfig
+    from monitor.devices.connector import BleBackend
+
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _run_until_signal(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main``; SIGINT/SIGTERM cancel it so every context manager closes cleanly."""
+
+    async def runner() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            return await main
+        except asyncio.CancelledError:
+            print("interrupted: stopped cleanly", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    return asyncio.run(runner())
+
+
+def _load_config_or_report(path: Path) -> SiteConfig | None:
+    from monitor.config import ConfigError, load_config  # noqa: PLC0415 - keep --help fast
+
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        count = len(error.problems)
+        print(f"{path}: invalid configuration ({count} problem(s)):", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from monitor.config import ConfigError, load_config, summarize  # noqa: PLC0415 - fast --help
+    from monitor.config import summarize  # noqa: PLC0415 - keep --help fast
 
-    try:
-        config = load_config(args.file)
-    except ConfigError as error:
-        count = len(error.problems)
-        print(f"{args.file}: invalid configuration ({count} problem(s)):", file=sys.stderr)
-        for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
+    config = _load_config_or_report(args.file)
+    if config is None:
         return EXIT_BAD_INPUT
     print(summarize(config))
     return EXIT_OK
+
+
+def _record(args: argparse.Namespace) -> int:
+    from monitor.clock import AcceleratedClock, SystemClock  # noqa: PLC0415
+    from monitor.devices.connector import BleBackend  # noqa: PLC0415
+    from monitor.recording import record  # noqa: PLC0415
+
+    config = _load_config_or_report(args.config)
+    if config is None:
+        return EXIT_BAD_INPUT
+    if args.speed != 1.0 and args.simulate is None:
+        print("--speed only applies with --simulate", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    async def main() -> int:
+        clock: Clock = SystemClock()
+        backend = BleBackend()
+        simulation = None
+        if args.simulate is not None:
+            clock = AcceleratedClock(SystemClock().now(), args.speed)
+            simulated = await _simulation(args.simulate, clock)
+            if simulated is None:
+                return EXIT_BAD_INPUT
+            backend, simulation = simulated
+        summary = await record(
+            config,
+            args.out,
+            duration_s=args.duration,
+            clock=clock,
+            backend=backend,
+            simulation=simulation,
+        )
+        print(f"recorded to {args.out}/")
+        print("\n".join(summary.lines()))
+        return EXIT_OK
+
+    return _run_until_signal(main())
+
+
+async def _simulation(
+    scenario_name: str, clock: Clock
+) -> tuple[BleBackend, contextlib.AbstractAsyncContextManager[object]] | None:
+    """The virtual radio and a scenario's wearables; the CLI is the one door into simulators."""
+    from monitor.devices.connector import BleBackend  # noqa: PLC0415
+    from simulators.radio import VirtualRadio  # noqa: PLC0415
+    from simulators.scenario import ScenarioError, load_scenario  # noqa: PLC0415
+    from simulators.session import SimulatedSession  # noqa: PLC0415
+
+    logging.getLogger("bumble").setLevel(logging.ERROR)  # the emulated controller is chatty
+    try:
+        scenario = load_scenario(scenario_name)
+    except ScenarioError as error:
+        print(f"--simulate: {error}", file=sys.stderr)
+        return None
+    radio = VirtualRadio()
+
+    @contextlib.asynccontextmanager
+    async def wearables() -> AsyncIterator[object]:
+        async with radio, SimulatedSession(scenario, radio, clock) as session:
+            yield session
+
+    backend = BleBackend(scanner=radio.scanner_backend, client=radio.client_backend)
+    return backend, wearables()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,12 +153,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", type=Path, metavar="FILE", help="site configuration (TOML)")
     check.set_defaults(handler=_check_config)
+
+    rec = commands.add_parser(
+        "record",
+        help="record readings and device events from the configured wearables to files",
+        description=(
+            "Connect to the configured wearables and write DIR/readings.jsonl (one reading per "
+            "line) and DIR/device-events.jsonl. With --simulate, the scenario's simulated "
+            "wearables are started on a virtual radio first."
+        ),
+    )
+    rec.add_argument("--config", type=Path, required=True, metavar="FILE", help="site config")
+    rec.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    rec.add_argument(
+        "--duration", type=_positive_float, metavar="S", help="stop after S wall-clock seconds"
+    )
+    rec.add_argument("--simulate", metavar="SCENARIO", help="run a simulated scenario's wearables")
+    rec.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        metavar="N",
+        help="with --simulate: run session time N times faster than real time (default 1)",
+    )
+    rec.set_defaults(handler=_record)
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``monitor`` console script."""
     args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     handler = args.handler
     status: int = handler(args)
     return status

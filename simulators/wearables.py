@@ -2,23 +2,32 @@
 
 Each class declares its services and adds a few typed helpers that build frames with the
 simulators' own encoder (never the production codec). Anything unusual (malformed bytes, odd
-flags) goes through the inherited ``notify``/``indicate`` as raw bytes.
+flags) goes through the inherited ``notify``/``indicate`` as raw bytes. A non-finite value passed
+to a typed helper goes on air as the IEEE-11073 NaN, as a device sends when it has no valid value.
+
+Every wearable counts what actually reached a central (``delivered``, per characteristic), so a
+test can prove that nothing it sent was lost on the receiving side.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
+from collections import Counter
 from typing import ClassVar
 
 from simulators.gatt_encoder import (
     BatteryLevelFrame,
     BloodPressureFrame,
+    Float32,
     HeartRateFrame,
     IntermediateCuffPressureFrame,
     IntermediateTemperatureFrame,
     PlxContinuousFrame,
     PlxSpotCheckFrame,
+    Sfloat,
+    Special,
     TemperatureFrame,
     TemperatureType,
     float_from_value,
@@ -31,9 +40,12 @@ from simulators.radio import (
     Properties,
     ServiceSpec,
     SimulatedPeripheral,
+    VirtualRadio,
     battery_service,
     device_information_service,
+    normalize_uuid,
 )
+from simulators.radio.peripheral import HciTransport
 
 __all__ = [
     "BloodPressureCuff",
@@ -57,6 +69,22 @@ PLX_SPOT_CHECK = 0x2A5E
 PLX_CONTINUOUS = 0x2A5F
 PLX_FEATURES = 0x2A60
 BATTERY_LEVEL = 0x2A19
+_BLUETOOTH_BASE_SUFFIX = "-0000-1000-8000-00805f9b34fb"
+
+
+def _sfloat(value: float, decimals: int) -> Sfloat | Special:
+    return sfloat_from_value(value, decimals) if math.isfinite(value) else Special.NAN
+
+
+def _float(value: float, decimals: int) -> Float32 | Special:
+    return float_from_value(value, decimals) if math.isfinite(value) else Special.NAN
+
+
+def _uuid16(characteristic_uuid: str | int) -> int:
+    normalized = normalize_uuid(characteristic_uuid)
+    if not normalized.endswith(_BLUETOOTH_BASE_SUFFIX):
+        raise ValueError(f"{normalized} is not a Bluetooth SIG characteristic")
+    return int(normalized[:8], 16)
 
 
 class Wearable(SimulatedPeripheral):
@@ -64,12 +92,46 @@ class Wearable(SimulatedPeripheral):
 
     battery_percent: int = 100
 
-    async def set_battery(self, percent: int) -> None:
-        """Drain (or charge) the battery: readable at once, notified if a central subscribed."""
+    def __init__(
+        self,
+        radio: VirtualRadio | HciTransport,
+        *,
+        address: str | None = None,
+        name: str | None = None,
+        advertising_interval_ms: float = 10.0,
+        max_att_mtu: int = 517,
+    ) -> None:
+        super().__init__(
+            radio,
+            address=address,
+            name=name,
+            advertising_interval_ms=advertising_interval_ms,
+            max_att_mtu=max_att_mtu,
+        )
+        self.delivered: Counter[int] = Counter()
+        """Notifications sent and indications confirmed, by 16-bit characteristic UUID."""
+
+    async def notify(self, characteristic_uuid: str | int, raw: bytes) -> bool:
+        sent = await super().notify(characteristic_uuid, raw)
+        if sent:
+            self.delivered[_uuid16(characteristic_uuid)] += 1
+        return sent
+
+    async def indicate(self, characteristic_uuid: str | int, raw: bytes) -> bool:
+        confirmed = await super().indicate(characteristic_uuid, raw)
+        if confirmed:
+            self.delivered[_uuid16(characteristic_uuid)] += 1
+        return confirmed
+
+    async def set_battery(self, percent: int) -> bool:
+        """Drain (or charge) the battery: readable at once, notified if a central subscribed.
+
+        Returns whether the notification went out (the new level is readable either way).
+        """
         self.battery_percent = percent
         raw = BatteryLevelFrame(percent).to_bytes()
         self.set_value(BATTERY_LEVEL, raw)
-        await self.notify(BATTERY_LEVEL, raw)
+        return await self.notify(BATTERY_LEVEL, raw)
 
     async def go_out_of_range(self) -> None:
         """The participant walks away: the link drops with reason 0x08 and advertising stops."""
@@ -133,9 +195,13 @@ class BloodPressureCuff(Wearable):
     async def inflate(self, pressures_mmhg: tuple[float, ...]) -> None:
         """Intermediate cuff pressure notifications, one per step of the inflation."""
         for pressure in pressures_mmhg:
-            frame = IntermediateCuffPressureFrame(cuff_pressure=sfloat_from_value(pressure, 0))
-            await self.notify(INTERMEDIATE_CUFF_PRESSURE, frame.to_bytes())
+            await self.send_cuff_pressure(pressure)
             await asyncio.sleep(0)
+
+    async def send_cuff_pressure(self, pressure_mmhg: float) -> bool:
+        """One Intermediate Cuff Pressure notification; False if nobody listens."""
+        frame = IntermediateCuffPressureFrame(cuff_pressure=_sfloat(pressure_mmhg, 0))
+        return await self.notify(INTERMEDIATE_CUFF_PRESSURE, frame.to_bytes())
 
     async def send_measurement(
         self,
@@ -146,21 +212,29 @@ class BloodPressureCuff(Wearable):
         timestamp: dt.datetime | None = None,
         status: int | None = None,
     ) -> bool:
-        """One Blood Pressure Measurement indication; True once the central confirmed it."""
+        """One Blood Pressure Measurement indication; True once the central confirmed it.
+
+        A failed measurement is sent as NaN pressures (and pulse rate) with the cause in
+        ``status`` (see ``gatt_encoder.blood_pressure_status``).
+        """
         mean_arterial = diastolic + (systolic - diastolic) / 3
         frame = BloodPressureFrame(
-            systolic=sfloat_from_value(systolic, 0),
-            diastolic=sfloat_from_value(diastolic, 0),
-            mean_arterial=sfloat_from_value(mean_arterial, 0),
+            systolic=_sfloat(systolic, 0),
+            diastolic=_sfloat(diastolic, 0),
+            mean_arterial=_sfloat(mean_arterial, 0),
             timestamp=timestamp,
-            pulse_rate=sfloat_from_value(pulse_rate, 0) if pulse_rate is not None else None,
+            pulse_rate=_sfloat(pulse_rate, 0) if pulse_rate is not None else None,
             status=status,
         )
         return await self.indicate(BLOOD_PRESSURE_MEASUREMENT, frame.to_bytes())
 
 
 class Thermometer(Wearable):
-    """A continuous thermometer: final readings indicated, intermediate ones notified."""
+    """A continuous core-body thermometer: final readings indicated, intermediate ones notified.
+
+    It reports core-equivalent body temperature (Temperature Type "body, general"), the quantity
+    the clinical thresholds are written for.
+    """
 
     local_name: ClassVar[str] = "SIM-TEMP"
     services: ClassVar[tuple[ServiceSpec, ...]] = (
@@ -169,7 +243,7 @@ class Thermometer(Wearable):
             (
                 CharacteristicSpec(TEMPERATURE_MEASUREMENT, Properties.INDICATE),
                 CharacteristicSpec(
-                    TEMPERATURE_TYPE, Properties.READ, bytes([TemperatureType.ARMPIT])
+                    TEMPERATURE_TYPE, Properties.READ, bytes([TemperatureType.BODY])
                 ),
                 CharacteristicSpec(INTERMEDIATE_TEMPERATURE, Properties.NOTIFY),
                 CharacteristicSpec(
@@ -185,15 +259,15 @@ class Thermometer(Wearable):
     ) -> bool:
         """One Temperature Measurement indication; True once confirmed."""
         frame = TemperatureFrame(
-            temperature=float_from_value(celsius, 2),
+            temperature=_float(celsius, 2),
             timestamp=timestamp,
-            temperature_type=TemperatureType.ARMPIT,
+            temperature_type=TemperatureType.BODY,
         )
         return await self.indicate(TEMPERATURE_MEASUREMENT, frame.to_bytes())
 
     async def send_intermediate(self, celsius: float) -> bool:
         """One Intermediate Temperature notification."""
-        frame = IntermediateTemperatureFrame(temperature=float_from_value(celsius, 2))
+        frame = IntermediateTemperatureFrame(temperature=_float(celsius, 2))
         return await self.notify(INTERMEDIATE_TEMPERATURE, frame.to_bytes())
 
 
@@ -215,12 +289,23 @@ class PulseOximeter(Wearable):
     )
 
     async def send_continuous(
-        self, spo2: float, pulse_rate: float, *, device_status: int | None = None
+        self,
+        spo2: float,
+        pulse_rate: float,
+        *,
+        device_status: int | None = None,
+        measurement_status: int | None = None,
     ) -> bool:
-        """One PLX Continuous Measurement notification."""
+        """One PLX Continuous Measurement notification.
+
+        ``device_status`` is the raw Device and Sensor Status (``PlxDeviceSensorStatus``), e.g.
+        "sensor unconnected to user" while the finger is out; ``measurement_status`` the raw
+        ``PlxMeasurementStatus``.
+        """
         frame = PlxContinuousFrame(
-            spo2=sfloat_from_value(spo2, 0),
-            pulse_rate=sfloat_from_value(pulse_rate, 0),
+            spo2=_sfloat(spo2, 0),
+            pulse_rate=_sfloat(pulse_rate, 0),
+            measurement_status=measurement_status,
             device_sensor_status=device_status,
         )
         return await self.notify(PLX_CONTINUOUS, frame.to_bytes())
@@ -230,8 +315,8 @@ class PulseOximeter(Wearable):
     ) -> bool:
         """One PLX Spot-Check Measurement indication."""
         frame = PlxSpotCheckFrame(
-            spo2=sfloat_from_value(spo2, 0),
-            pulse_rate=sfloat_from_value(pulse_rate, 0),
+            spo2=_sfloat(spo2, 0),
+            pulse_rate=_sfloat(pulse_rate, 0),
             timestamp=timestamp,
         )
         return await self.indicate(PLX_SPOT_CHECK, frame.to_bytes())

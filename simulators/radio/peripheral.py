@@ -4,6 +4,10 @@ Subclasses only declare ``local_name`` and ``services``; tests and scenarios the
 (well-formed or not) with ``notify``/``indicate`` and script link events with ``disconnect`` and
 ``stop_advertising``. Characteristics are plain ``gatt.Characteristic`` objects, never bumble's
 profile classes, so nothing re-encodes what the script sends (trap 10).
+
+A peripheral normally joins a :class:`VirtualRadio`; given an :class:`HciTransport` instead, the
+same GATT server runs on a real Bluetooth controller (a USB dongle, an HCI socket, a serial HCI
+board), so a developer can point a production central at simulated wearables over the air.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from types import MappingProxyType, TracebackType
 from typing import ClassVar, Self
 
 from bleak.uuids import normalize_uuid_16, normalize_uuid_32, normalize_uuid_str
-from bumble import att, gatt
+from bumble import att, gatt, hci
 from bumble.controller import Controller
 from bumble.device import Connection, Device
+from bumble.transport import open_transport
+from bumble.transport.common import Transport
 
 from simulators.radio.backend import bleak_uuid_to_bumble
 from simulators.radio.radio import VirtualRadio, attach_device, make_static_address
@@ -112,6 +118,36 @@ def build_advertising_data(
     return payload
 
 
+class HciTransport:
+    """A real controller for one simulated wearable, opened with a bumble transport string.
+
+    Examples: ``usb:0``, ``hci-socket:0``, ``serial:/dev/ttyUSB0``, ``tcp-client:127.0.0.1:9000``
+    (see ``bumble.transport.open_transport``). One controller is one device on air, so each
+    transport serves exactly one peripheral; the transport is opened on ``start()`` and closed on
+    ``stop()``.
+    """
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self._transport: Transport | None = None
+
+    def __repr__(self) -> str:
+        return f"HciTransport({self.spec!r})"
+
+    async def open_device(self, name: str, address: str) -> Device:
+        """Open the transport and wrap the controller behind it in an unpowered bumble Device."""
+        if self._transport is not None:
+            raise RuntimeError(f"transport {self.spec} already serves a peripheral")
+        transport = await open_transport(self.spec)
+        self._transport = transport
+        return Device.with_hci(name, hci.Address(address), transport.source, transport.sink)
+
+    async def close(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.close()
+
+
 @dataclass(slots=True)
 class _CharacteristicState:
     spec: CharacteristicSpec
@@ -125,7 +161,8 @@ class _CharacteristicState:
 
 
 class SimulatedPeripheral:
-    """A wearable on the virtual radio with one bumble Device on its own Controller.
+    """A wearable with one bumble Device: on its own emulated Controller on the virtual radio, or
+    on the real controller behind an :class:`HciTransport`.
 
     It accepts one central at a time, advertises again after every disconnect unless
     ``stop_advertising()`` was called, and keeps characteristic values across reconnects.
@@ -138,7 +175,7 @@ class SimulatedPeripheral:
 
     def __init__(
         self,
-        radio: VirtualRadio,
+        radio: VirtualRadio | HciTransport,
         *,
         address: str | None = None,
         name: str | None = None,
@@ -196,21 +233,26 @@ class SimulatedPeripheral:
         """Power on, publish the GATT database and (by default) start advertising."""
         if self._device is not None:
             raise RuntimeError(f"{self.name} is already started")
-        device, controller = attach_device(self.radio.link, self.name, self.address)
+        device = await self._attach()
         device.gatt_server.max_mtu = self.max_att_mtu
         device.advertising_data = self._advertising_data
         device.add_services(self._build_services())
         device.on(device.EVENT_CONNECTION, self._on_connection)
-        self._device, self._controller = device, controller
-        self.radio.track(self)
-        await device.power_on()
+        self._device = device
+        try:
+            await device.power_on()
+        except BaseException:
+            # A controller that fails to come up (unplugged dongle, busy socket) is released.
+            self._device = None
+            await self._detach()
+            raise
         if advertise:
             await self.start_advertising()
 
     async def stop(self) -> None:
         """Drop any central (reason 0x13), stop advertising and leave the radio."""
-        device, controller = self._device, self._controller
-        if device is None or controller is None:
+        device = self._device
+        if device is None:
             return
         self._advertising_wanted = False
         if self._readvertise is not None:
@@ -221,9 +263,25 @@ class SimulatedPeripheral:
         await self.disconnect(REMOTE_USER_TERMINATED)
         await device.stop_advertising()
         await device.power_off()
-        self.radio.link.remove_controller(controller)
+        await self._detach()
+        self._device = None
+
+    async def _attach(self) -> Device:
+        """A new, unpowered Device on the virtual link or on the real controller."""
+        if isinstance(self.radio, HciTransport):
+            return await self.radio.open_device(self.name, self.address)
+        device, self._controller = attach_device(self.radio.link, self.name, self.address)
+        self.radio.track(self)
+        return device
+
+    async def _detach(self) -> None:
+        if isinstance(self.radio, HciTransport):
+            await self.radio.close()
+            return
+        if self._controller is not None:
+            self.radio.link.remove_controller(self._controller)
+            self._controller = None
         self.radio.untrack(self)
-        self._device = self._controller = None
 
     def _build_services(self) -> list[gatt.Service]:
         services = []
@@ -350,7 +408,8 @@ class SimulatedPeripheral:
             dropped.cancel()
             if not confirmed.done():
                 confirmed.cancel()
-        if confirmed.cancelled():
+        # A cancelled task is only marked done once the loop runs it again.
+        if not confirmed.done() or confirmed.cancelled():
             return False
         confirmed.result()
         return True
