@@ -75,6 +75,7 @@ F64 = npt.NDArray[np.float64]
 Bool = npt.NDArray[np.bool_]
 Column = list[CompiledRule | None]
 SpecT = TypeVar("SpecT")
+ScalarT = TypeVar("ScalarT", bound=np.generic)
 
 K: Final = len(DETECTION_PARAMETERS)
 NEVER: Final = -(2**62)  # "no such time": far enough back that differences stay in int64
@@ -162,10 +163,21 @@ class _Changes:
         )
 
 
+def _flatnonzero(mask: Bool) -> IntP:
+    """``np.flatnonzero`` for 1-D masks without its Python-level wrapper calls (hot path)."""
+    return mask.nonzero()[0]
+
+
+def _may_change(breach: Bool, status: I8) -> Bool:
+    """Cells whose condition state may change: all but clear-and-quiet and met-and-breaching."""
+    may_change: Bool = (breach != (status == MET)) | (status == PENDING)
+    return may_change
+
+
 def _optional(values: F64) -> list[float | None]:
     """NaN as None, everything else as a Python float."""
     listed: list[float | None] = values.tolist()
-    for missing in np.flatnonzero(np.isnan(values)).tolist():
+    for missing in _flatnonzero(np.isnan(values)).tolist():
         listed[missing] = None
     return listed
 
@@ -252,7 +264,7 @@ class _TrendSlot:
         due = self.active.take(participants) & (
             t_ms - self.last_entered_ms.take(participants) >= self.resolution_ms.take(participants)
         )
-        rows = np.flatnonzero(due)
+        rows = _flatnonzero(due)
         if len(rows) == 0:
             return rows, np.zeros(0, dtype=np.bool_), np.zeros(0)
         p = participants.take(rows)
@@ -327,7 +339,7 @@ class _BaselineBuffer:
     def offer(self, participants: IntP, t_ms: I64, values: F64, status: I8, stale: Bool) -> None:
         """Take due samples that arrived with every condition on the parameter clear (``status``
         after evaluating them, ``stale`` from the last tick); an excluded one is not entered."""
-        rows = np.flatnonzero(
+        rows = _flatnonzero(
             self.wanted.take(participants)
             & (t_ms - self.last_entered_ms.take(participants) >= self.resolution_ms)
         )
@@ -349,18 +361,32 @@ class _BaselineBuffer:
         self.count[p] = np.where(full, count, count + 1)
         self.last_entered_ms[p] = t_ms.take(rows)
 
-    def fix(self, participant: int, t_ms: int) -> float | None:
-        """The lower median of the buffered samples in the window ending at the marker."""
-        count = int(self.count[participant])
-        if count < self.min_samples or count == 0:
-            return None
-        start = participant * self.capacity
-        times = self.t_ms[start : start + count]  # the ring's order does not matter here
-        values = self.value[start : start + count]
-        in_window = values[(times >= t_ms - self.window_ms) & (times <= t_ms)]
-        if len(in_window) < self.min_samples or len(in_window) == 0:
-            return None
-        return float(np.sort(in_window)[(len(in_window) - 1) // 2])
+    def fix(self, participants: IntP, t_ms: I64) -> F64:
+        """The lower median of each participant's buffered samples in the window ending at its
+        marker; NaN where fewer than ``min_samples`` are in the window."""
+        baseline = np.full(len(participants), np.nan)
+        needed = max(self.min_samples, 1)
+        count = self.count.take(participants)
+        rows = _flatnonzero(count >= needed)
+        if len(rows) == 0:
+            return baseline
+        p, end, count = participants.take(rows), t_ms.take(rows), count.take(rows)
+        width = int(count.max())
+        position = np.arange(width)
+        # The ring's first ``count`` slots hold its samples; their order does not matter here.
+        cells = p[:, None] * self.capacity + position
+        times = self.t_ms.take(cells)
+        in_window = (
+            (position < count[:, None])
+            & (times >= (end - self.window_ms)[:, None])
+            & (times <= end[:, None])
+        )
+        n = np.count_nonzero(in_window, axis=1)
+        ordered = np.sort(np.where(in_window, self.value.take(cells), math.inf), axis=1)
+        median = ordered[np.arange(len(rows)), np.maximum(n - 1, 0) // 2]
+        enough = n >= needed
+        baseline[rows[enough]] = median[enough]
+        return baseline
 
 
 @dataclass(slots=True)
@@ -460,6 +486,7 @@ class Engine:
         self.rules = rules
         self.origin_ms = origin_ms
         self.late_samples = 0
+        self._doses: list[tuple[int, int]] = []
         participants = len(rules.participants)
         self._participants = participants
         streams = participants * K
@@ -476,6 +503,8 @@ class Engine:
         self._evidence_v = np.zeros(streams)
         self._unconscious = np.zeros(participants, dtype=np.bool_)
         self._stale = np.zeros((K, participants), dtype=np.bool_)  # a staleness rule is met
+        self._order_table = np.full(K * participants, -1, dtype=np.intp)
+        self._group_bounds = np.arange(K + 1, dtype=np.intp) * participants
 
         columns = [[row[slot] for row in rules.rules] for slot in range(len(rules.rule_ids))]
         self._groups = [
@@ -617,6 +646,7 @@ class Engine:
 
     def ingest(self, batch: SampleBatch) -> list[ConditionUpdate]:
         """Section 1-3 on a batch: drop late samples, then evaluate it round by round."""
+        self._fix_baselines()
         n = len(batch)
         if n == 0:
             return []
@@ -629,7 +659,7 @@ class Engine:
                 self._round(batch, None, stream, t_ms, changes)
             else:
                 self.late_samples += n - int(np.count_nonzero(fresh))
-                kept = np.flatnonzero(fresh)
+                kept = _flatnonzero(fresh)
                 self._round(batch, kept, stream.take(kept), t_ms.take(kept), changes)
             return changes.updates()
         # Several samples of a stream: stable sort by stream keeps each stream's time order.
@@ -653,23 +683,53 @@ class Engine:
         return changes.updates()
 
     def mark_dose(self, participant: int, t_ms: int) -> None:
-        """Section 3: fix the participant's baselines that are not fixed yet."""
-        for group in self._groups:
-            buffer = group.baseline
-            if buffer is None or group.offset is None or not buffer.wanted[participant]:
-                continue
-            baseline = buffer.fix(participant, t_ms)
-            if baseline is None:
-                continue
-            buffer.wanted[participant] = False
-            group.offset[participant, group.baseline_columns] = baseline
-            for column in group.baseline_columns:
-                rule = self.rules.rules[participant][int(group.slots[column])]
-                if rule is not None and isinstance(rule.spec, BaselineSpec):
-                    spec = rule.spec
-                    group.reported_threshold[participant, column] = (
-                        baseline + spec.delta if spec.high else baseline - spec.delta
-                    )
+        """Section 3: fix the participant's baselines that are not fixed yet.
+
+        Markers are queued and fixed together before the next batch: only a batch changes the
+        baseline buffers, so this is exact, and a session dosing many participants at once pays
+        one vectorised pass instead of one per participant.
+        """
+        self._doses.append((participant, t_ms))
+
+    def _fix_baselines(self) -> None:
+        """Apply queued markers in order; a participant's later marker sees its earlier one."""
+        if not self._doses:
+            return
+        queued = np.array(self._doses, dtype=np.int64).reshape(-1, 2)
+        self._doses.clear()
+        participants, times = queued[:, 0].astype(np.intp), queued[:, 1]
+        while len(participants):
+            _, first = np.unique(participants, return_index=True)
+            first.sort()
+            for group in self._groups:
+                self._fix_group_baselines(group, participants.take(first), times.take(first))
+            rest = np.ones(len(participants), dtype=np.bool_)
+            rest[first] = False
+            participants, times = participants[rest], times[rest]
+
+    @staticmethod
+    def _fix_group_baselines(group: _SampleGroup, participants: IntP, t_ms: I64) -> None:
+        buffer, offset = group.baseline, group.offset
+        if buffer is None or offset is None:
+            return
+        wanted = buffer.wanted.take(participants)
+        participants, t_ms = participants[wanted], t_ms[wanted]
+        if len(participants) == 0:
+            return
+        baseline = buffer.fix(participants, t_ms)
+        fixed = ~np.isnan(baseline)
+        participants, baseline = participants[fixed], baseline[fixed]
+        if len(participants) == 0:
+            return
+        buffer.wanted[participants] = False
+        columns = group.baseline_columns
+        rows = participants[:, None]
+        offset[rows, columns] = baseline[:, None]
+        # A baseline column breaches at delta; a slot without a rule never breaches (inf).
+        delta = group.breach_at[rows, columns]
+        group.reported_threshold[rows, columns] = np.where(
+            np.isfinite(delta), baseline[:, None] + group.sign[rows, columns] * delta, np.nan
+        )
 
     def set_consciousness(self, participant: int, t_ms: int, level: Consciousness) -> None:
         """Section 4: anything but alert scores 3 in NEWS2 until alert is entered."""
@@ -750,45 +810,70 @@ class Engine:
             self._prev_t[stream] = t_ms
             self._prev_v[stream] = values
         else:
-            kept = np.flatnonzero(plausible)
+            kept = plausible.nonzero()[0]
             self._prev_t[stream.take(kept)] = t_ms.take(kept)
             self._prev_v[stream.take(kept)] = values.take(kept)
-        if not evidence.all():
-            rows = np.flatnonzero(evidence)
-            stream, t_ms, values = stream.take(rows), t_ms.take(rows), values.take(rows)
-            parameter, participant = parameter.take(rows), participant.take(rows)
-        if len(stream) == 0:
-            return
+        # The evidence in parameter-major order, participants ascending: each group reads one
+        # slice, and a slice holding every participant reads the group's arrays without
+        # gathering. Keys are unique within a round, so a scatter into a table orders them in
+        # linear time.
+        key = parameter * self._participants + participant.astype(np.intp)
+        table = self._order_table
+        if evidence.all():
+            table[key] = np.arange(len(key))
+        else:
+            rows = evidence.nonzero()[0]
+            if len(rows) == 0:
+                return
+            table[key.take(rows)] = rows
+        order = table[table >= 0]
+        table[key] = -1
+        bounds = np.searchsorted(key.take(order), self._group_bounds).tolist()
+        stream, t_ms, values = stream.take(order), t_ms.take(order), values.take(order)
+        evidence_participants: IntP = participant.take(order).astype(np.intp)
         self._evidence_t[stream] = t_ms
         self._evidence_v[stream] = values
         for group in self._groups:
-            rows = np.flatnonzero(parameter == group.parameter)
-            if len(rows):
+            start, end = bounds[group.parameter], bounds[group.parameter + 1]
+            if end > start:
                 self._evaluate(
                     group,
-                    participant.take(rows).astype(np.intp),
-                    t_ms.take(rows),
-                    values.take(rows),
+                    evidence_participants[start:end],
+                    t_ms[start:end],
+                    values[start:end],
                     changes,
+                    every=end - start == self._participants,
                 )
 
     def _evaluate(
-        self, group: _SampleGroup, p: IntP, t_ms: I64, values: F64, changes: _Changes
+        self,
+        group: _SampleGroup,
+        p: IntP,
+        t_ms: I64,
+        values: F64,
+        changes: _Changes,
+        *,
+        every: bool,
     ) -> None:
-        """Section 3 for one parameter's evidence samples (one per participant)."""
+        """Section 3 for one parameter's evidence samples (one per participant, ascending;
+        ``every``: all participants, so ``p`` is the identity and rows need no gathering)."""
         columns = group.columns
         lb = group.lb_columns
-        status = group.status.take(p, axis=0)
+
+        def rows(array: npt.NDArray[ScalarT]) -> npt.NDArray[ScalarT]:
+            return array if every else array.take(p, axis=0)
+
+        status = rows(group.status)  # read before _advance writes the group's arrays
         if group.offset is None:
-            x = values[:, None] * group.sign.take(p, axis=0)
+            x = values[:, None] * rows(group.sign)
         else:
-            x = (values[:, None] - group.offset.take(p, axis=0)) * group.sign.take(p, axis=0)
-        lb_breach = x >= group.breach_at.take(p, axis=0)
+            x = (values[:, None] - rows(group.offset)) * rows(group.sign)
+        lb_breach = x >= rows(group.breach_at)
         slopes: list[F64] = []
         if group.trends:
             breach = np.zeros((len(p), columns), dtype=np.bool_)
             breach[:, :lb] = lb_breach
-            work = breach | (status != CLEAR)
+            work = _may_change(breach, status)
             t_s = (t_ms - self.origin_ms) // 1000
             for trend in group.trends:
                 entered, trend_breach, entered_slope = trend.offer(p, t_ms, t_s, values)
@@ -797,14 +882,14 @@ class Engine:
                 # Only samples that entered the window evaluate the rule.
                 evaluated = np.zeros(len(p), dtype=np.bool_)
                 evaluated[entered] = True
-                work[:, column] = evaluated & (breach[:, column] | (status[:, column] != CLEAR))
+                work[:, column] = evaluated & _may_change(breach[:, column], status[:, column])
                 slope = np.full(len(p), np.nan)
                 slope[entered] = entered_slope
                 slopes.append(slope)
         else:
             breach = lb_breach
-            work = breach | (status != CLEAR)
-        pairs = np.flatnonzero(work)
+            work = _may_change(breach, status)
+        pairs = np.flatnonzero(work)  # 2-D: flat cell numbers
         if len(pairs):
             self._advance(
                 group=group,
@@ -856,7 +941,7 @@ class Engine:
         new = np.where(hit, np.where(ready, MET, PENDING), np.where(old == MET, MET, CLEAR))
         new[hit & (old == MET)] = MET
         # A met condition clears on a non-breaching sample that satisfies the clear predicate.
-        met_quiet = np.flatnonzero((old == MET) & ~hit)
+        met_quiet = _flatnonzero((old == MET) & ~hit)
         if len(met_quiet):
             quiet_column = column.take(met_quiet)
             in_lb = quiet_column < lb
@@ -871,18 +956,18 @@ class Engine:
         group.status.reshape(-1)[cell] = new
         group.run.reshape(-1)[cell] = run
         group.since.reshape(-1)[cell] = since
-        changed = np.flatnonzero(new != old)
+        changed = _flatnonzero(new != old)
         if len(changed) == 0:
             return
         row, column, cell = row.take(changed), column.take(changed), cell.take(changed)
         value = values.take(row)
         threshold = np.full(len(changed), np.nan)
-        lb_changed = np.flatnonzero(column < lb)
+        lb_changed = _flatnonzero(column < lb)
         if len(lb_changed):
             lb_cell = pp.take(changed).take(lb_changed) * lb + column.take(lb_changed)
             threshold[lb_changed] = group.reported_threshold.reshape(-1).take(lb_cell)
         for trend, slope in zip(group.trends, slopes, strict=True):
-            trend_changed = np.flatnonzero(column == trend.column)
+            trend_changed = _flatnonzero(column == trend.column)
             if len(trend_changed):
                 trend_row = row.take(trend_changed)
                 value[trend_changed] = slope.take(trend_row)
@@ -915,7 +1000,7 @@ class Engine:
         new = np.where(breach, np.where(t_ms - since >= tick_slot.delay, MET, PENDING), CLEAR)
         tick_slot.since = since
         tick_slot.status = new.astype(np.int8)
-        changed = np.flatnonzero(new != old)
+        changed = _flatnonzero(new != old)
         if len(changed):
             changes.add(
                 t_ms=np.full(len(changed), t_ms, dtype=np.int64),
@@ -951,7 +1036,7 @@ class Engine:
         band[red | (aggregate >= NEWS2_MEDIUM_AT)] = PRIORITY_CODE[AlarmPriority.MEDIUM]
         band[aggregate >= NEWS2_HIGH_AT] = PRIORITY_CODE[AlarmPriority.HIGH]
         band[~tick_slot.active] = NO_BAND
-        changed = np.flatnonzero(band != tick_slot.band)
+        changed = _flatnonzero(band != tick_slot.band)
         tick_slot.band = band
         if len(changed) == 0:
             return

@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 from monitor.models import AlarmCategory, AlarmPriority, Parameter
 
@@ -225,9 +226,12 @@ class ConditionStatus(enum.IntEnum):
     MET = 2
 
 
-@dataclass(frozen=True, slots=True)
-class ConditionUpdate:
-    """A change of one rule's condition for one participant; the engine's only output."""
+class ConditionUpdate(NamedTuple):
+    """A change of one rule's condition for one participant; the engine's only output.
+
+    A named tuple, not a frozen dataclass: the engine builds thousands per second and a tuple is
+    several times cheaper to create, while staying immutable and comparable by value.
+    """
 
     t_ms: int
     participant: int
