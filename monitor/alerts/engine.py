@@ -15,22 +15,29 @@ Per stream, shape (P * K,):
     ``_prev_t`` int64 and ``_prev_v`` float64, the previous plausible unflagged sample (section 2);
     ``_evidence_t`` int64 (``NEVER`` until the first) and ``_evidence_v`` float64, the latest
     evidence, read at ticks by staleness, combined and NEWS2 rules.
-Per parameter with per-sample rules, a :class:`_SampleGroup`; its columns are the parameter's
-limit and baseline slots, then its trend slots. Shape (P, columns):
+The per-sample rules of every stream, a :class:`_StreamRules` of *cells*: each stream has
+    ``lb_columns`` limit/baseline cells (its parameter's slots, padded with cells that never
+    breach) and ``trend_columns`` trend cells, stored as two contiguous blocks of flat arrays:
     ``status`` int8, ``run`` int32, ``since`` int64: the condition state machine (section 3);
-    ``confirm`` int32, ``delay`` int64, ``priority`` int8: each participant's rule numbers;
-    for limit and baseline columns ``offset``, ``sign``, ``breach_at``, ``clear_at`` float64, so
-    both kinds read ``x = (value - offset) * sign``, breach ``x >= breach_at``, clear
-    ``x <= clear_at``. A limit's offset is 0 and a strict limit breaches at the next float above
-    its threshold (exact for floats); a baseline column's offset is the baseline, NaN while there
-    is none, which makes every comparison false. Multiplying by +-1 and subtracting 0 are exact,
-    so these are the reference's comparisons bit for bit.
+    ``confirm`` int32, ``delay`` int64, ``priority`` int8, ``threshold``, ``slot`` and
+    ``participant``: each cell's rule numbers and what its updates report;
+    for the limit/baseline block, (P * K, lb_columns) ``offset``, ``sign``, ``breach_at``,
+    ``clear_at`` float64, so both kinds read ``x = (value - offset) * sign``, breach
+    ``x >= breach_at``, clear ``x <= clear_at``. A limit's offset is 0 and a strict limit
+    breaches at the next float above its threshold (exact for floats); a baseline cell's offset
+    is the baseline, NaN while there is none, which makes every comparison false. Multiplying by
+    +-1 and subtracting 0 are exact, so these are the reference's comparisons bit for bit.
+A round tests the whole limit/baseline block at once (in place when most streams have a sample,
+    on gathered rows otherwise), the trend cells of the samples that entered a window, then
+    advances only the cells that may change, all parameters together.
 Per trend slot, a :class:`_TrendSlot`: ring buffers of shape (P, capacity) holding ``t_ms``,
     ``t_s`` and ``qv`` (int64) with running int64 sums St, Sv, Stt, Stv (add the entering sample,
     subtract the leaving ones), and per-participant head, count and rule numbers.
 Per parameter with a baseline rule, a :class:`_BaselineBuffer`: rings of shape (P, max_samples) of
     int64 times and float64 values, filled until the participant's baseline is fixed.
-Per tick rule slot, a :class:`_TickSlot` of (P,) arrays: status, since, band, rule numbers.
+Per combined or NEWS2 slot, a :class:`_TickSlot` of (P,) arrays: status, since, band, rule
+    numbers; every staleness slot together in one :class:`_Staleness` of (P, slots) arrays.
+Dose markers are queued and fix baselines in one vectorised pass before the next batch.
 
 Buffers are created with ``np.full`` rather than ``np.zeros`` so that their pages are touched
 when the engine is built, not during the first batch.
@@ -44,7 +51,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -82,6 +89,7 @@ NEVER: Final = -(2**62)  # "no such time": far enough back that differences stay
 CLEAR: Final = int(ConditionStatus.CLEAR)
 PENDING: Final = int(ConditionStatus.PENDING)
 MET: Final = int(ConditionStatus.MET)
+assert (CLEAR, PENDING, MET) == (0, 1, 2), "_may_change relies on these codes"
 NO_BAND: Final = -1
 PRIORITIES: Final = (AlarmPriority.LOW, AlarmPriority.MEDIUM, AlarmPriority.HIGH)
 PRIORITY_CODE: Final = {priority: code for code, priority in enumerate(PRIORITIES)}
@@ -149,18 +157,17 @@ class _Changes:
         order = np.lexsort((slot, participant, t_ms))
         value = np.concatenate(self.value)[order]
         threshold = np.concatenate(self.threshold)[order]
-        return list(
-            map(
-                ConditionUpdate,
-                t_ms[order].tolist(),
-                participant[order].tolist(),
-                slot[order].tolist(),
-                map(STATUSES.__getitem__, np.concatenate(self.status)[order].tolist()),
-                map(PRIORITIES.__getitem__, np.concatenate(self.priority)[order].tolist()),
-                _optional(value),
-                _optional(threshold),
-            )
+        fields = zip(
+            t_ms[order].tolist(),
+            participant[order].tolist(),
+            slot[order].tolist(),
+            map(STATUSES.__getitem__, np.concatenate(self.status)[order].tolist()),
+            map(PRIORITIES.__getitem__, np.concatenate(self.priority)[order].tolist()),
+            _optional(value),
+            _optional(threshold),
+            strict=True,
         )
+        return list(map(ConditionUpdate._make, fields))
 
 
 def _flatnonzero(mask: Bool) -> IntP:
@@ -169,8 +176,14 @@ def _flatnonzero(mask: Bool) -> IntP:
 
 
 def _may_change(breach: Bool, status: I8) -> Bool:
-    """Cells whose condition state may change: all but clear-and-quiet and met-and-breaching."""
-    may_change: Bool = (breach != (status == MET)) | (status == PENDING)
+    """Cells whose condition state may change: all but clear-and-quiet and met-and-breaching.
+
+    With CLEAR 0, PENDING 1, MET 2: ``status + breach`` is 0 (clear, quiet) or 3 (met,
+    breaching) exactly for the cells that stay as they are; ``sum - 1`` wraps 0 to 255 in uint8.
+    """
+    total = status.view(np.uint8) + breach.view(np.uint8)
+    total -= 1
+    may_change: Bool = total <= 1
     return may_change
 
 
@@ -198,6 +211,7 @@ def _specs(column: Column, kind: type[SpecT]) -> list[SpecT | None]:
 class _TrendSlot:
     """One trend slot for every participant: ring buffers with running integer sums."""
 
+    parameter: int
     column: int
     active: Bool
     rising: Bool
@@ -222,7 +236,7 @@ class _TrendSlot:
     last_entered_ms: I64
 
     @classmethod
-    def build(cls, column: int, rules: Column) -> _TrendSlot:
+    def build(cls, parameter: int, column: int, rules: Column) -> _TrendSlot:
         trends = _specs(rules, TrendSpec)
         n = len(rules)
         capacity = max((spec.capacity for spec in trends if spec is not None), default=1)
@@ -231,6 +245,7 @@ class _TrendSlot:
         rate = np.array([spec.rate_per_min for spec in specs])
         rising = np.array([spec.rising for spec in specs], dtype=np.bool_)
         return cls(
+            parameter=parameter,
             column=column,
             active=np.array([spec is not None for spec in trends], dtype=np.bool_),
             rising=rising,
@@ -325,6 +340,8 @@ class _TrendSlot:
 class _BaselineBuffer:
     """Pre-dose evidence of one parameter for every participant, until its baseline is fixed."""
 
+    parameter: int
+    columns: list[int]  # the parameter's baseline columns in the stream rules
     resolution_ms: int
     window_ms: int
     min_samples: int
@@ -336,7 +353,14 @@ class _BaselineBuffer:
     count: I64
     last_entered_ms: I64
 
-    def offer(self, participants: IntP, t_ms: I64, values: F64, status: I8, stale: Bool) -> None:
+    def offer(
+        self,
+        participants: IntP,
+        t_ms: I64,
+        values: F64,
+        status: tuple[I8, ...],
+        stale: Bool,
+    ) -> None:
         """Take due samples that arrived with every condition on the parameter clear (``status``
         after evaluating them, ``stale`` from the last tick); an excluded one is not entered."""
         rows = _flatnonzero(
@@ -346,7 +370,9 @@ class _BaselineBuffer:
         if len(rows) == 0:
             return
         p = participants.take(rows)
-        busy = (status.take(p, axis=0) != CLEAR).any(axis=1) | stale.take(p)
+        busy = stale.take(p)
+        for cells in status:
+            busy |= (cells.take(p, axis=0) != CLEAR).any(axis=1)
         rows, p = rows[~busy], p[~busy]
         if len(rows) == 0:
             return
@@ -390,30 +416,45 @@ class _BaselineBuffer:
 
 
 @dataclass(slots=True)
-class _SampleGroup:
-    """The per-sample rules of one parameter: limit and baseline columns, then trend columns."""
+class _StreamRules:
+    """The per-sample rules of every stream ``s = p * K + k``, as cells.
 
-    parameter: int
-    slots: I64  # the rule slot of each column
+    Each stream has ``lb_columns`` limit and baseline cells (its parameter's slots, padded with
+    cells that never breach) and ``trend_columns`` trend cells. Per-cell arrays are flat: the
+    limit/baseline block first, cell ``s * lb_columns + c``, then the trend block, cell
+    ``streams * lb_columns + s * trend_columns + j``; ``lb(array)`` and ``trend(array)`` are
+    their (streams, columns) views. Each block is contiguous, so whole-block tests run at full
+    speed.
+    """
+
+    streams: int
     lb_columns: int
-    baseline_columns: list[int]
-    status: I8  # (P, columns)
+    trend_columns: int
+    status: I8
     run: I32
     since: I64
     confirm: I32
     delay: I64
     priority: I8
-    offset: F64 | None  # (P, lb_columns); None when the parameter has no baseline rule
+    threshold: F64  # what an update reports; NaN in a baseline cell until the baseline is fixed
+    slot: I64  # the rule slot of each cell, -1 for padding
+    participant: I64  # the participant of each cell
+    offset: F64  # (streams, lb_columns): 0, or the baseline (NaN until fixed) in a baseline cell
     sign: F64
     breach_at: F64
     clear_at: F64
-    reported_threshold: F64
     trends: list[_TrendSlot]
-    baseline: _BaselineBuffer | None
+    baselines: list[_BaselineBuffer]
 
     @property
-    def columns(self) -> int:
-        return len(self.slots)
+    def trend_base(self) -> int:
+        return self.streams * self.lb_columns
+
+    def lb(self, array: npt.NDArray[ScalarT]) -> npt.NDArray[ScalarT]:
+        return array[: self.trend_base].reshape(self.streams, self.lb_columns)
+
+    def trend(self, array: npt.NDArray[ScalarT]) -> npt.NDArray[ScalarT]:
+        return array[self.trend_base :].reshape(self.streams, self.trend_columns)
 
 
 @dataclass(slots=True)
@@ -454,6 +495,38 @@ class _TickSlot:
 
 
 @dataclass(slots=True)
+class _Staleness:
+    """Every staleness slot at once: (P, slots) arrays, so a tick tests them in one pass."""
+
+    slot: I64  # (slots,) rule slot of each column
+    parameter: list[int]  # each column's detection parameter
+    active: Bool  # (P, slots)
+    stale_ms: I64
+    priority: I8
+    status: I8
+
+    @classmethod
+    def build(cls, slots: list[tuple[int, Column]]) -> _Staleness:
+        def matrix(values: list[list[int]], dtype: type[np.generic]) -> npt.NDArray[Any]:
+            return np.array(values, dtype=dtype).reshape(len(slots), -1).T.copy()
+
+        specs = [_specs(column, StalenessSpec) for _, column in slots]
+        return cls(
+            slot=np.array([slot for slot, _ in slots], dtype=np.int64),
+            parameter=[
+                STREAM_OF[next(s for s in column if s is not None).parameter] for column in specs
+            ],
+            active=matrix([[s is not None for s in column] for column in specs], np.bool_),
+            stale_ms=matrix(
+                [[0 if s is None else s.stale_after_s * 1000 for s in column] for column in specs],
+                np.int64,
+            ),
+            priority=matrix([_priority_codes(column).tolist() for _, column in slots], np.int8),
+            status=np.zeros((len(slots[0][1]) if slots else 0, len(slots)), dtype=np.int8),
+        )
+
+
+@dataclass(slots=True)
 class _CombinedParts:
     """The parts of one combined slot, padded to the longest participant's list."""
 
@@ -486,7 +559,8 @@ class Engine:
         self.rules = rules
         self.origin_ms = origin_ms
         self.late_samples = 0
-        self._doses: list[tuple[int, int]] = []
+        self._dosed: list[int] = []  # queued markers: participants and times
+        self._dosed_at: list[int] = []
         participants = len(rules.participants)
         self._participants = participants
         streams = participants * K
@@ -503,14 +577,10 @@ class Engine:
         self._evidence_v = np.zeros(streams)
         self._unconscious = np.zeros(participants, dtype=np.bool_)
         self._stale = np.zeros((K, participants), dtype=np.bool_)  # a staleness rule is met
-        self._order_table = np.full(K * participants, -1, dtype=np.intp)
-        self._group_bounds = np.arange(K + 1, dtype=np.intp) * participants
 
         columns = [[row[slot] for row in rules.rules] for slot in range(len(rules.rule_ids))]
-        self._groups = [
-            group for k in range(K) if (group := self._sample_group(k, columns)) is not None
-        ]
-        self._staleness: list[tuple[_TickSlot, I64, int]] = []
+        self._stream_rules = self._build_stream_rules(columns)
+        staleness: list[tuple[int, Column]] = []
         self._combined: list[tuple[_TickSlot, _CombinedParts]] = []
         self._news2: list[tuple[_TickSlot, Bool]] = []
         for slot, column in enumerate(columns):
@@ -519,15 +589,7 @@ class Engine:
                 continue
             spec = specs[0]
             if isinstance(spec, StalenessSpec):
-                stale_ms = np.array(
-                    [
-                        0 if s is None else s.stale_after_s * 1000
-                        for s in _specs(column, StalenessSpec)
-                    ],
-                    dtype=np.int64,
-                )
-                tick_slot = _TickSlot.build(slot, column, with_delay=False)
-                self._staleness.append((tick_slot, stale_ms, STREAM_OF[spec.parameter]))
+                staleness.append((slot, column))
             elif isinstance(spec, CombinedSpec):
                 tick_slot = _TickSlot.build(slot, column, with_delay=True)
                 self._combined.append((tick_slot, _CombinedParts.build(column)))
@@ -537,109 +599,129 @@ class Engine:
                     dtype=np.bool_,
                 )
                 self._news2.append((_TickSlot.build(slot, column, with_delay=False), alert_low))
+        self._staleness = _Staleness.build(staleness) if staleness else None
+        self._no_values = np.full(participants, np.nan)
 
-    def _sample_group(self, k: int, columns: list[Column]) -> _SampleGroup | None:
-        """Lay out the limit, baseline and trend slots of parameter k as columns."""
-        parameter = DETECTION_PARAMETERS[k]
-
-        def slots_of(kind: type) -> list[int]:
-            return [
-                slot
-                for slot, column in enumerate(columns)
-                if any(
-                    rule is not None and isinstance(rule.spec, kind) and rule.parameter is parameter
-                    for rule in column
-                )
-            ]
-
-        limit_slots = slots_of(LimitSpec)
-        baseline_slots = slots_of(BaselineSpec)
-        trend_slots = slots_of(TrendSpec)
-        lb_slots = limit_slots + baseline_slots
-        all_slots = lb_slots + trend_slots
-        if not all_slots:
-            return None
+    def _build_stream_rules(self, columns: list[Column]) -> _StreamRules:
+        """Lay out every parameter's limit, baseline and trend slots as stream-row columns."""
         participants = self._participants
-        shape = (participants, len(all_slots))
-        lb_shape = (participants, len(lb_slots))
-        confirm = np.ones(shape, dtype=np.int32)
-        delay = np.zeros(shape, dtype=np.int64)
-        priority = np.zeros(shape, dtype=np.int8)
-        sign = np.ones(lb_shape)
-        breach_at = np.full(lb_shape, math.inf)
-        clear_at = np.full(lb_shape, -math.inf)
-        reported = np.full(lb_shape, np.nan)
-        for column, slot in enumerate(all_slots):
-            priority[:, column] = _priority_codes(columns[slot])
-            for p, rule in enumerate(columns[slot]):
-                if rule is None:
-                    continue
-                confirm[p, column] = rule.confirm
-                delay[p, column] = rule.delay_ms
-                spec = rule.spec
-                if isinstance(spec, LimitSpec):
-                    direction = 1.0 if spec.high else -1.0
-                    signed = direction * spec.threshold
-                    if spec.high:
-                        clear_level = spec.threshold - spec.clear_band
-                    else:
-                        clear_level = spec.threshold + spec.clear_band
-                    sign[p, column] = direction
-                    breach_at[p, column] = (
-                        signed if spec.inclusive else np.nextafter(signed, math.inf)
+        layouts: list[tuple[list[int], list[int], list[int]]] = []
+        for parameter in DETECTION_PARAMETERS:
+
+            def slots_of(kind: type, parameter: Parameter = parameter) -> list[int]:
+                return [
+                    slot
+                    for slot, column in enumerate(columns)
+                    if any(
+                        rule is not None
+                        and isinstance(rule.spec, kind)
+                        and rule.parameter is parameter
+                        for rule in column
                     )
-                    clear_at[p, column] = direction * clear_level
-                    reported[p, column] = spec.threshold
-                elif isinstance(spec, BaselineSpec):
-                    sign[p, column] = 1.0 if spec.high else -1.0
-                    breach_at[p, column] = spec.delta
-                    clear_at[p, column] = spec.delta - spec.clear_band
-        baseline_columns = list(range(len(limit_slots), len(lb_slots)))
-        offset: F64 | None = None
-        baseline: _BaselineBuffer | None = None
-        if baseline_slots:
-            offset = np.zeros(lb_shape)
-            offset[:, baseline_columns] = np.nan
-            settings = self.rules.baseline
-            baseline = _BaselineBuffer(
-                resolution_ms=settings.resolution_s * 1000,
-                window_ms=settings.window_s * 1000,
-                min_samples=settings.min_samples,
-                wanted=np.array(
-                    [
-                        any(columns[slot][p] is not None for slot in baseline_slots)
-                        for p in range(participants)
-                    ],
-                    dtype=np.bool_,
-                ),
-                capacity=settings.max_samples,
-                t_ms=np.full(participants * settings.max_samples, 0, dtype=np.int64),
-                value=np.full(participants * settings.max_samples, 0.0),
-                head=np.zeros(participants, dtype=np.int64),
-                count=np.zeros(participants, dtype=np.int64),
-                last_entered_ms=np.full(participants, NEVER, dtype=np.int64),
+                ]
+
+            baseline_slots = slots_of(BaselineSpec)
+            layouts.append(
+                (slots_of(LimitSpec) + baseline_slots, baseline_slots, slots_of(TrendSpec))
             )
-        return _SampleGroup(
+        lb = max(len(lb_slots) for lb_slots, _, _ in layouts)
+        trend_columns = max(len(trend_slots) for _, _, trend_slots in layouts)
+        streams = participants * K
+        cells = streams * (lb + trend_columns)
+        lb_shape = (streams, lb)
+        rules = _StreamRules(
+            streams=streams,
+            lb_columns=lb,
+            trend_columns=trend_columns,
+            status=np.zeros(cells, dtype=np.int8),
+            run=np.zeros(cells, dtype=np.int32),
+            since=np.zeros(cells, dtype=np.int64),
+            confirm=np.ones(cells, dtype=np.int32),
+            delay=np.zeros(cells, dtype=np.int64),
+            priority=np.zeros(cells, dtype=np.int8),
+            threshold=np.full(cells, np.nan),
+            slot=np.full(cells, -1, dtype=np.int64),
+            participant=np.zeros(cells, dtype=np.int64),
+            offset=np.zeros(lb_shape),
+            sign=np.ones(lb_shape),
+            breach_at=np.full(lb_shape, math.inf),
+            clear_at=np.full(lb_shape, -math.inf),
+            trends=[],
+            baselines=[],
+        )
+        stream_participant = np.arange(streams, dtype=np.int64) // K
+        rules.lb(rules.participant)[:] = stream_participant[:, None]
+        rules.trend(rules.participant)[:] = stream_participant[:, None]
+        for k, (lb_slots, baseline_slots, trend_slots) in enumerate(layouts):
+            for block, placed in (
+                (rules.lb, list(enumerate(lb_slots))),
+                (rules.trend, list(enumerate(trend_slots))),
+            ):
+                for c, slot in placed:
+                    block(rules.slot)[k::K, c] = slot
+                    block(rules.priority)[k::K, c] = _priority_codes(columns[slot])
+                    for p, rule in enumerate(columns[slot]):
+                        if rule is not None:
+                            block(rules.confirm)[p * K + k, c] = rule.confirm
+                            block(rules.delay)[p * K + k, c] = rule.delay_ms
+                            self._place(rules, p * K + k, c, rule)
+            for j, slot in enumerate(trend_slots):
+                trend = _TrendSlot.build(k, j, columns[slot])
+                rules.trend(rules.threshold)[k::K, j] = trend.threshold
+                rules.trends.append(trend)
+            if baseline_slots:
+                baseline_columns = [lb_slots.index(slot) for slot in baseline_slots]
+                for c in baseline_columns:
+                    rules.offset[k::K, c] = np.nan
+                rules.baselines.append(
+                    self._baseline_buffer(k, baseline_columns, columns, baseline_slots)
+                )
+        return rules
+
+    @staticmethod
+    def _place(rules: _StreamRules, stream: int, c: int, rule: CompiledRule) -> None:
+        """A limit or baseline rule's numbers: both read ``x = (value - offset) * sign``, breach
+        ``x >= breach_at``, clear ``x <= clear_at``. A strict limit breaches at the next float
+        above its threshold (exact for floats)."""
+        spec = rule.spec
+        if isinstance(spec, LimitSpec):
+            direction = 1.0 if spec.high else -1.0
+            signed = direction * spec.threshold
+            clear_level = (
+                spec.threshold - spec.clear_band if spec.high else spec.threshold + spec.clear_band
+            )
+            rules.sign[stream, c] = direction
+            rules.breach_at[stream, c] = (
+                signed if spec.inclusive else np.nextafter(signed, math.inf)
+            )
+            rules.clear_at[stream, c] = direction * clear_level
+            rules.lb(rules.threshold)[stream, c] = spec.threshold
+        elif isinstance(spec, BaselineSpec):
+            rules.sign[stream, c] = 1.0 if spec.high else -1.0
+            rules.breach_at[stream, c] = spec.delta
+            rules.clear_at[stream, c] = spec.delta - spec.clear_band
+
+    def _baseline_buffer(
+        self, k: int, baseline_columns: list[int], columns: list[Column], slots: list[int]
+    ) -> _BaselineBuffer:
+        participants = self._participants
+        settings = self.rules.baseline
+        return _BaselineBuffer(
             parameter=k,
-            slots=np.array(all_slots, dtype=np.int64),
-            lb_columns=len(lb_slots),
-            baseline_columns=baseline_columns,
-            status=np.zeros(shape, dtype=np.int8),
-            run=np.zeros(shape, dtype=np.int32),
-            since=np.zeros(shape, dtype=np.int64),
-            confirm=confirm,
-            delay=delay,
-            priority=priority,
-            offset=offset,
-            sign=sign,
-            breach_at=breach_at,
-            clear_at=clear_at,
-            reported_threshold=reported,
-            trends=[
-                _TrendSlot.build(len(lb_slots) + i, columns[slot])
-                for i, slot in enumerate(trend_slots)
-            ],
-            baseline=baseline,
+            columns=baseline_columns,
+            resolution_ms=settings.resolution_s * 1000,
+            window_ms=settings.window_s * 1000,
+            min_samples=settings.min_samples,
+            wanted=np.array(
+                [any(columns[slot][p] is not None for slot in slots) for p in range(participants)],
+                dtype=np.bool_,
+            ),
+            capacity=settings.max_samples,
+            t_ms=np.full(participants * settings.max_samples, 0, dtype=np.int64),
+            value=np.full(participants * settings.max_samples, 0.0),
+            head=np.zeros(participants, dtype=np.int64),
+            count=np.zeros(participants, dtype=np.int64),
+            last_entered_ms=np.full(participants, NEVER, dtype=np.int64),
         )
 
     # -- Detector -----------------------------------------------------------------------------
@@ -689,29 +771,27 @@ class Engine:
         baseline buffers, so this is exact, and a session dosing many participants at once pays
         one vectorised pass instead of one per participant.
         """
-        self._doses.append((participant, t_ms))
+        self._dosed.append(participant)
+        self._dosed_at.append(t_ms)
 
     def _fix_baselines(self) -> None:
         """Apply queued markers in order; a participant's later marker sees its earlier one."""
-        if not self._doses:
+        if not self._dosed:
             return
-        queued = np.array(self._doses, dtype=np.int64).reshape(-1, 2)
-        self._doses.clear()
-        participants, times = queued[:, 0].astype(np.intp), queued[:, 1]
+        participants = np.array(self._dosed, dtype=np.intp)
+        times = np.array(self._dosed_at, dtype=np.int64)
+        self._dosed.clear()
+        self._dosed_at.clear()
         while len(participants):
             _, first = np.unique(participants, return_index=True)
             first.sort()
-            for group in self._groups:
-                self._fix_group_baselines(group, participants.take(first), times.take(first))
+            for buffer in self._stream_rules.baselines:
+                self._fix_buffer(buffer, participants.take(first), times.take(first))
             rest = np.ones(len(participants), dtype=np.bool_)
             rest[first] = False
             participants, times = participants[rest], times[rest]
 
-    @staticmethod
-    def _fix_group_baselines(group: _SampleGroup, participants: IntP, t_ms: I64) -> None:
-        buffer, offset = group.baseline, group.offset
-        if buffer is None or offset is None:
-            return
+    def _fix_buffer(self, buffer: _BaselineBuffer, participants: IntP, t_ms: I64) -> None:
         wanted = buffer.wanted.take(participants)
         participants, t_ms = participants[wanted], t_ms[wanted]
         if len(participants) == 0:
@@ -722,13 +802,14 @@ class Engine:
         if len(participants) == 0:
             return
         buffer.wanted[participants] = False
-        columns = group.baseline_columns
-        rows = participants[:, None]
-        offset[rows, columns] = baseline[:, None]
+        rules = self._stream_rules
+        rows = (participants * K + buffer.parameter)[:, None]
+        columns = buffer.columns
+        rules.offset[rows, columns] = baseline[:, None]
         # A baseline column breaches at delta; a slot without a rule never breaches (inf).
-        delta = group.breach_at[rows, columns]
-        group.reported_threshold[rows, columns] = np.where(
-            np.isfinite(delta), baseline[:, None] + group.sign[rows, columns] * delta, np.nan
+        delta = rules.breach_at[rows, columns]
+        rules.lb(rules.threshold)[rows, columns] = np.where(
+            np.isfinite(delta), baseline[:, None] + rules.sign[rows, columns] * delta, np.nan
         )
 
     def set_consciousness(self, participant: int, t_ms: int, level: Consciousness) -> None:
@@ -742,20 +823,9 @@ class Engine:
         evidence_t = self._evidence_t.reshape(self._participants, K)
         evidence_v = self._evidence_v.reshape(self._participants, K)
         self._stale[:] = False
-        for tick_slot, stale_ms, k in self._staleness:
-            last = evidence_t[:, k]
-            age = t_ms - np.where(last == NEVER, self.origin_ms, last)
-            breach = tick_slot.active & (age >= stale_ms)
-            self._stale[k] |= breach
-            self._tick_update(
-                tick_slot=tick_slot,
-                t_ms=t_ms,
-                breach=breach,
-                value=age / 1000.0,
-                threshold=stale_ms / 1000.0,
-                changes=changes,
-            )
-        nothing = np.full(self._participants, np.nan)
+        if self._staleness is not None:
+            self._staleness_tick(t_ms, evidence_t, changes)
+        nothing = self._no_values
         for tick_slot, parts in self._combined:
             breach = tick_slot.active.copy()
             for j in range(len(parts.stream)):
@@ -789,11 +859,10 @@ class Engine:
     ) -> None:
         """Evaluate fresh samples, at most one per stream, as if one by one."""
         if index is None:
-            values, flagged = batch.value, batch.flagged
-            parameter, participant = batch.parameter, batch.participant
+            values, flagged, parameter = batch.value, batch.flagged, batch.parameter
         else:
             values, flagged = batch.value.take(index), batch.flagged.take(index)
-            parameter, participant = batch.parameter.take(index), batch.participant.take(index)
+            parameter = batch.parameter.take(index)
         parameter = parameter.astype(np.intp)
         self._last_t[stream] = t_ms
         # Section 2: NaN fails both plausibility comparisons; +-inf fails one.
@@ -810,179 +879,187 @@ class Engine:
             self._prev_t[stream] = t_ms
             self._prev_v[stream] = values
         else:
-            kept = plausible.nonzero()[0]
+            kept = _flatnonzero(plausible)
             self._prev_t[stream.take(kept)] = t_ms.take(kept)
             self._prev_v[stream.take(kept)] = values.take(kept)
-        # The evidence in parameter-major order, participants ascending: each group reads one
-        # slice, and a slice holding every participant reads the group's arrays without
-        # gathering. Keys are unique within a round, so a scatter into a table orders them in
-        # linear time.
-        key = parameter * self._participants + participant.astype(np.intp)
-        table = self._order_table
-        if evidence.all():
-            table[key] = np.arange(len(key))
-        else:
-            rows = evidence.nonzero()[0]
+        if not evidence.all():
+            rows = _flatnonzero(evidence)
             if len(rows) == 0:
                 return
-            table[key.take(rows)] = rows
-        order = table[table >= 0]
-        table[key] = -1
-        bounds = np.searchsorted(key.take(order), self._group_bounds).tolist()
-        stream, t_ms, values = stream.take(order), t_ms.take(order), values.take(order)
-        evidence_participants: IntP = participant.take(order).astype(np.intp)
+            stream, t_ms, values = stream.take(rows), t_ms.take(rows), values.take(rows)
         self._evidence_t[stream] = t_ms
         self._evidence_v[stream] = values
-        for group in self._groups:
-            start, end = bounds[group.parameter], bounds[group.parameter + 1]
-            if end > start:
-                self._evaluate(
-                    group,
-                    evidence_participants[start:end],
-                    t_ms[start:end],
-                    values[start:end],
-                    changes,
-                    every=end - start == self._participants,
+        self._evaluate(stream, t_ms, values, changes)
+
+    def _evaluate(self, stream: IntP, t_ms: I64, values: F64, changes: _Changes) -> None:
+        """Section 3 on evidence samples, at most one per stream.
+
+        When most streams have a sample, every stream row is evaluated in place (absent rows
+        masked out), which saves gathering the rule arrays; otherwise the rows are gathered.
+        Limit and baseline cells are tested as one matrix; trend cells only where a sample
+        entered the window. The cells that may change go to :meth:`_advance` together.
+        """
+        rules = self._stream_rules
+        lb = rules.lb_columns
+        status_lb = rules.lb(rules.status)
+        present: Bool | None = None
+        if 2 * len(stream) >= rules.streams:
+            present = np.zeros(rules.streams, dtype=np.bool_)
+            present[stream] = True
+            v = np.full(rules.streams, np.nan)
+            v[stream] = values
+            t = np.zeros(rules.streams, dtype=np.int64)
+            t[stream] = t_ms
+            x = v[:, None] - rules.offset
+            x *= rules.sign
+            lb_breach = x >= rules.breach_at
+            work = _may_change(lb_breach, status_lb)
+            work &= present[:, None]
+            pairs = np.flatnonzero(work)  # cells of the limit/baseline block
+            row = pairs // lb
+            cell = pairs
+            clears = x.reshape(-1).take(pairs) <= rules.clear_at.reshape(-1).take(pairs)
+        else:
+            v, t = values, t_ms
+            x = v[:, None] - rules.offset.take(stream, axis=0)
+            x *= rules.sign.take(stream, axis=0)
+            lb_breach = x >= rules.breach_at.take(stream, axis=0)
+            work = _may_change(lb_breach, status_lb.take(stream, axis=0))
+            pairs = np.flatnonzero(work)  # (row, column) of the gathered rows
+            row, column = np.divmod(pairs, lb)
+            cell = stream.take(row) * lb + column
+            clears = x.reshape(-1).take(pairs) <= rules.clear_at.reshape(-1).take(cell)
+        # ``clears``: for a met cell that does not breach, whether the clear predicate holds.
+        hit = lb_breach.reshape(-1).take(pairs)
+
+        rows_by_parameter: dict[int, tuple[IntP, IntP]] = {}
+
+        def rows_of(k: int) -> tuple[IntP, IntP]:
+            """The round's rows of parameter k and their participants (ascending)."""
+            if k not in rows_by_parameter:
+                if present is not None:
+                    participants = _flatnonzero(present[k::K])
+                    rows = participants * K + k
+                else:
+                    rows = _flatnonzero(stream % K == k)
+                    participants = stream.take(rows) // K
+                rows_by_parameter[k] = (rows, participants)
+            return rows_by_parameter[k]
+
+        parts = [(cell, hit, clears, t.take(row), v.take(row))]
+        status_trend = rules.trend(rules.status)
+        for trend in rules.trends:
+            rows, participants = rows_of(trend.parameter)
+            if len(rows) == 0:
+                continue
+            t_rows = t.take(rows)
+            entered, trend_breach, slope = trend.offer(
+                participants, t_rows, (t_rows - self.origin_ms) // 1000, v.take(rows)
+            )
+            trend_streams = participants.take(entered) * K + trend.parameter
+            trend_status = status_trend[trend_streams, trend.column]
+            changing = _flatnonzero(_may_change(trend_breach, trend_status))
+            if len(changing):
+                trend_hit = trend_breach.take(changing)
+                parts.append(
+                    (
+                        rules.trend_base
+                        + trend_streams.take(changing) * rules.trend_columns
+                        + trend.column,
+                        trend_hit,
+                        ~trend_hit,  # a trend clears on any non-breaching evaluation
+                        t_rows.take(entered).take(changing),
+                        slope.take(changing),
+                    )
+                )
+        if len(parts) > 1:
+            cell, hit, clears, t_cell, value = (
+                np.concatenate(field) for field in zip(*parts, strict=True)
+            )
+        else:
+            cell, hit, clears, t_cell, value = parts[0]
+        if len(cell):
+            self._advance(cell=cell, hit=hit, clears=clears, t=t_cell, value=value, changes=changes)
+        participants_count = self._participants
+        for buffer in rules.baselines:
+            rows, participants = rows_of(buffer.parameter)
+            if len(rows):
+                k = buffer.parameter
+                buffer.offer(
+                    participants,
+                    t.take(rows),
+                    v.take(rows),
+                    (
+                        status_lb.reshape(participants_count, K, lb)[:, k, :],
+                        status_trend.reshape(participants_count, K, rules.trend_columns)[:, k, :],
+                    ),
+                    self._stale[k],
                 )
 
-    def _evaluate(
-        self,
-        group: _SampleGroup,
-        p: IntP,
-        t_ms: I64,
-        values: F64,
-        changes: _Changes,
-        *,
-        every: bool,
-    ) -> None:
-        """Section 3 for one parameter's evidence samples (one per participant, ascending;
-        ``every``: all participants, so ``p`` is the identity and rows need no gathering)."""
-        columns = group.columns
-        lb = group.lb_columns
-
-        def rows(array: npt.NDArray[ScalarT]) -> npt.NDArray[ScalarT]:
-            return array if every else array.take(p, axis=0)
-
-        status = rows(group.status)  # read before _advance writes the group's arrays
-        if group.offset is None:
-            x = values[:, None] * rows(group.sign)
-        else:
-            x = (values[:, None] - rows(group.offset)) * rows(group.sign)
-        lb_breach = x >= rows(group.breach_at)
-        slopes: list[F64] = []
-        if group.trends:
-            breach = np.zeros((len(p), columns), dtype=np.bool_)
-            breach[:, :lb] = lb_breach
-            work = _may_change(breach, status)
-            t_s = (t_ms - self.origin_ms) // 1000
-            for trend in group.trends:
-                entered, trend_breach, entered_slope = trend.offer(p, t_ms, t_s, values)
-                column = trend.column
-                breach[entered, column] = trend_breach
-                # Only samples that entered the window evaluate the rule.
-                evaluated = np.zeros(len(p), dtype=np.bool_)
-                evaluated[entered] = True
-                work[:, column] = evaluated & _may_change(breach[:, column], status[:, column])
-                slope = np.full(len(p), np.nan)
-                slope[entered] = entered_slope
-                slopes.append(slope)
-        else:
-            breach = lb_breach
-            work = _may_change(breach, status)
-        pairs = np.flatnonzero(work)  # 2-D: flat cell numbers
-        if len(pairs):
-            self._advance(
-                group=group,
-                p=p,
-                t_ms=t_ms,
-                values=values,
-                x=x,
-                breach=breach,
-                status=status,
-                pairs=pairs,
-                slopes=slopes,
-                changes=changes,
-            )
-        if group.baseline is not None:
-            group.baseline.offer(p, t_ms, values, group.status, self._stale[group.parameter])
-
     def _advance(
-        self,
-        *,
-        group: _SampleGroup,
-        p: IntP,
-        t_ms: I64,
-        values: F64,
-        x: F64,
-        breach: Bool,
-        status: I8,
-        pairs: IntP,
-        slopes: list[F64],
-        changes: _Changes,
+        self, *, cell: IntP, hit: Bool, clears: Bool, t: I64, value: F64, changes: _Changes
     ) -> None:
-        """The section 3 state machine on the (sample, column) pairs that may change."""
-        columns = group.columns
-        lb = group.lb_columns
-        row, column = np.divmod(pairs, columns)
-        pp = p.take(row)
-        cell = pp * columns + column  # into the group's (P, columns) arrays, flattened
-        old = status.reshape(-1).take(pairs).astype(np.int64)
-        hit = breach.reshape(-1).take(pairs)
-        t = t_ms.take(row)
-        run = group.run.reshape(-1).take(cell).astype(np.int64)
-        since = group.since.reshape(-1).take(cell)
+        """The section 3 state machine on the cells that may change."""
+        rules = self._stream_rules
+        old = rules.status.take(cell).astype(np.int64)
+        run = rules.run.take(cell).astype(np.int64)
+        since = rules.since.take(cell)
         start = hit & (old == CLEAR)
         more = hit & (old == PENDING)
         run = np.where(start, 1, np.where(more, run + 1, run))
         since = np.where(start, t, since)
-        ready = (run >= group.confirm.reshape(-1).take(cell)) & (
-            t - since >= group.delay.reshape(-1).take(cell)
+        ready = (run >= rules.confirm.take(cell)) & (t - since >= rules.delay.take(cell))
+        met = old == MET
+        # Breaching: met, or pending until ready. Not breaching: a pending condition is
+        # cancelled; a met one clears only on a sample that satisfies the clear predicate.
+        new = np.where(
+            hit,
+            np.where(met | ready, MET, PENDING),
+            np.where(met & ~clears, MET, CLEAR),
         )
-        new = np.where(hit, np.where(ready, MET, PENDING), np.where(old == MET, MET, CLEAR))
-        new[hit & (old == MET)] = MET
-        # A met condition clears on a non-breaching sample that satisfies the clear predicate.
-        met_quiet = _flatnonzero((old == MET) & ~hit)
-        if len(met_quiet):
-            quiet_column = column.take(met_quiet)
-            in_lb = quiet_column < lb
-            clears = ~in_lb  # a trend clears on any non-breaching evaluation
-            lb_pairs = met_quiet[in_lb]
-            if len(lb_pairs):
-                lb_row, lb_column = row.take(lb_pairs), column.take(lb_pairs)
-                clears[in_lb] = x.reshape(-1).take(lb_row * lb + lb_column) <= (
-                    group.clear_at.reshape(-1).take(pp.take(lb_pairs) * lb + lb_column)
-                )
-            new[met_quiet[clears]] = CLEAR
-        group.status.reshape(-1)[cell] = new
-        group.run.reshape(-1)[cell] = run
-        group.since.reshape(-1)[cell] = since
+        rules.status[cell] = new
+        rules.run[cell] = run
+        rules.since[cell] = since
         changed = _flatnonzero(new != old)
         if len(changed) == 0:
             return
-        row, column, cell = row.take(changed), column.take(changed), cell.take(changed)
-        value = values.take(row)
-        threshold = np.full(len(changed), np.nan)
-        lb_changed = _flatnonzero(column < lb)
-        if len(lb_changed):
-            lb_cell = pp.take(changed).take(lb_changed) * lb + column.take(lb_changed)
-            threshold[lb_changed] = group.reported_threshold.reshape(-1).take(lb_cell)
-        for trend, slope in zip(group.trends, slopes, strict=True):
-            trend_changed = _flatnonzero(column == trend.column)
-            if len(trend_changed):
-                trend_row = row.take(trend_changed)
-                value[trend_changed] = slope.take(trend_row)
-                threshold[trend_changed] = trend.threshold.take(p.take(trend_row))
+        cell = cell.take(changed)
         changes.add(
             t_ms=t.take(changed),
-            participant=pp.take(changed).astype(np.int64),
-            slot=group.slots.take(column),
+            participant=rules.participant.take(cell),
+            slot=rules.slot.take(cell),
             status=new.take(changed),
-            priority=group.priority.reshape(-1).take(cell),
-            value=value,
-            threshold=threshold,
+            priority=rules.priority.take(cell),
+            value=value.take(changed),
+            threshold=rules.threshold.take(cell),
         )
 
     # -- section 4: ticks -----------------------------------------------------------------------
+
+    def _staleness_tick(self, t_ms: int, evidence_t: I64, changes: _Changes) -> None:
+        """Section 4 staleness: met while the age of the last evidence reaches the limit."""
+        stale = self._staleness
+        assert stale is not None
+        last = evidence_t[:, stale.parameter]
+        age = t_ms - np.where(last == NEVER, self.origin_ms, last)
+        breach = stale.active & (age >= stale.stale_ms)
+        for j, k in enumerate(stale.parameter):
+            self._stale[k] |= breach[:, j]
+        new = np.where(breach, MET, CLEAR).astype(np.int8)
+        changed = np.flatnonzero(new != stale.status)  # 2-D: (participant, column)
+        stale.status = new
+        if len(changed) == 0:
+            return
+        participant, column = np.divmod(changed, len(stale.parameter))
+        changes.add(
+            t_ms=np.full(len(changed), t_ms, dtype=np.int64),
+            participant=participant,
+            slot=stale.slot.take(column),
+            status=new.reshape(-1).take(changed),
+            priority=stale.priority.reshape(-1).take(changed),
+            value=age.reshape(-1).take(changed) / 1000.0,
+            threshold=stale.stale_ms.reshape(-1).take(changed) / 1000.0,
+        )
 
     def _tick_update(
         self,
