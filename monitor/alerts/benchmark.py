@@ -16,14 +16,13 @@ the end, with the reference's state included. The reference is slow, so for larg
 on the first ``reference_seconds`` seconds only, and the outputs are compared on that prefix
 (detection is causal, so the engine's updates up to that time are the same as on the prefix).
 
-Run: ``python -m bench.detect [streams] [seconds]`` prints the result as JSON.
+Run: ``monitor bench detect --streams 10000 --seconds 5 [--json]`` (``bench/run`` runs every
+benchmark and checks the targets of docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import json
 import resource
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -275,9 +274,3 @@ def _prefix(inputs: Iterator[_Second], seconds: int) -> Iterator[_Second]:
         if index >= seconds:
             return
         yield second
-
-
-if __name__ == "__main__":
-    arguments = [int(argument) for argument in sys.argv[1:3]]
-    stream_count, duration = (arguments + [10_000, 5][len(arguments) :])[:2]
-    print(json.dumps(run_bench(stream_count, duration), indent=2))
