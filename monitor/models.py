@@ -33,6 +33,7 @@ __all__ = [
     "DeviceEventType",
     "DeviceKind",
     "DeviceState",
+    "DoseMarker",
     "Identifier",
     "Parameter",
     "ParticipantCode",
@@ -325,3 +326,15 @@ class DeviceEvent(_Frozen):
     characteristic: str | None = None  # 16-bit UUID as 0x2A37
     payload_hex: str | None = None
     count: int | None = Field(default=None, ge=0)  # e.g. notifications dropped so far
+
+
+class DoseMarker(_Frozen):
+    """When a participant took a dose (or a booster): the end of their pre-dose baseline window.
+
+    Readings files carry no markers, so ``monitor replay`` reads them from a ``markers.jsonl``
+    beside the readings. A later marker (a booster) never replaces a baseline already fixed.
+    """
+
+    session: Identifier
+    participant: ParticipantCode
+    given_at: AwareDatetime

@@ -1,0 +1,242 @@
+"""DetectionPipeline: readings and time in, alarm events out, in the order detection.md sets."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from monitor.alerts.inputs import Detector
+from monitor.alerts.pipeline import DetectionPipeline, to_ms
+from monitor.alerts.reference import ReferenceDetector
+from monitor.alerts.rules import (
+    BaselineSpec,
+    CompiledRule,
+    LimitSpec,
+    RuleSet,
+    StalenessSpec,
+)
+from monitor.models import (
+    AlarmCategory,
+    AlarmEvent,
+    AlarmPriority,
+    AlarmState,
+    Parameter,
+    QualityFlag,
+    Reading,
+    ReadingKind,
+)
+
+ORIGIN = dt.datetime(2025, 3, 1, 8, 0, tzinfo=dt.UTC)
+SESSION = "S-1"
+
+HR_HIGH = CompiledRule(
+    id="hr-high",
+    spec=LimitSpec(Parameter.HEART_RATE, high=True, threshold=120.0, inclusive=False),
+    priority=AlarmPriority.HIGH,
+    delay_s=10,
+)
+HR_STALE = CompiledRule(
+    id="hr-stale",
+    spec=StalenessSpec(Parameter.HEART_RATE, stale_after_s=5),
+    priority=AlarmPriority.MEDIUM,
+    category=AlarmCategory.TECHNICAL,
+)
+TEMP_BASELINE = CompiledRule(
+    id="temp-baseline",
+    spec=BaselineSpec(Parameter.TEMPERATURE, high=True, delta=1.0),
+    priority=AlarmPriority.MEDIUM,
+)
+
+
+def rules(*compiled: CompiledRule) -> RuleSet:
+    return RuleSet.build({"P-001": list(compiled), "P-002": list(compiled)})
+
+
+def reference(rule_set: RuleSet, origin_ms: int) -> Detector:
+    """The oracle refuses input that goes back in time: a check on the pipeline's ordering."""
+    return ReferenceDetector(rule_set, origin_ms=origin_ms)
+
+
+def pipeline(
+    *compiled: CompiledRule, detector: Callable[[RuleSet, int], Detector] | None = None
+) -> DetectionPipeline:
+    return DetectionPipeline(rules(*compiled), session=SESSION, origin=ORIGIN, detector=detector)
+
+
+def at(seconds: float) -> dt.datetime:
+    return ORIGIN + dt.timedelta(seconds=seconds)
+
+
+def hr(seconds: float, bpm: float, participant: str = "P-001", **fields: object) -> Reading:
+    return Reading.model_validate(
+        {
+            "session": SESSION,
+            "participant": participant,
+            "device": "hr-1",
+            "kind": ReadingKind.HEART_RATE,
+            "values": {Parameter.HEART_RATE: bpm},
+            "received_at": at(seconds),
+            **fields,
+        }
+    )
+
+
+def temperature(seconds: float, degrees: float) -> Reading:
+    return Reading(
+        session=SESSION,
+        participant="P-001",
+        device="temp-1",
+        kind=ReadingKind.TEMPERATURE,
+        values={Parameter.TEMPERATURE: degrees},
+        received_at=at(seconds),
+    )
+
+
+def states(events: Sequence[AlarmEvent]) -> list[tuple[str, AlarmState, float]]:
+    return [(e.rule, e.state, (e.occurred_at - ORIGIN).total_seconds()) for e in events]
+
+
+def test_ticks_run_on_the_grid_and_after_the_readings_of_their_time() -> None:
+    fed = pipeline(HR_STALE)
+    assert fed.feed([hr(5.0, 70.0)]) == []
+    assert fed.stats.ticks == 4  # ticks 1..4 s ran before the reading; 5 s waits for advance
+    events = fed.advance(at(5.0))  # the reading at 5 s is counted before the tick at 5 s
+    assert [(e.rule, e.participant) for e in events] == [("hr-stale", "P-002")]
+    assert fed.stats.ticks == 5
+
+    idle = pipeline(HR_STALE)
+    events = idle.advance(at(5.0))  # time passes without readings: stale from the origin
+    assert idle.stats.ticks == 5
+    assert [(e.rule, e.participant, e.state) for e in events] == [
+        ("hr-stale", "P-001", AlarmState.ACTIVE),
+        ("hr-stale", "P-002", AlarmState.ACTIVE),
+    ]
+    assert {e.occurred_at for e in events} == {at(5.0)}
+
+
+def test_a_limit_alarm_goes_pending_active_and_latches() -> None:
+    fed = pipeline(HR_HIGH)
+    readings = [hr(s, 130.0 if 10 <= s < 30 else 100.0) for s in range(1, 40)]
+    events = fed.feed(readings) + fed.advance(at(40))
+    assert states(events) == [
+        ("hr-high", AlarmState.PENDING, 10.0),
+        ("hr-high", AlarmState.ACTIVE, 20.0),
+        ("hr-high", AlarmState.ACTIVE, 30.0),  # high and unacknowledged: latched
+    ]
+    assert events[-1].condition_cleared
+    assert [e.sequence for e in events] == [1, 2, 3]
+    assert fed.active() == [events[-1]]
+    assert fed.stats.readings == fed.stats.samples == 39
+    assert fed.stats.alarm_events == 3
+    assert fed.stats.participants == {"P-001"}
+
+
+def test_a_dose_marker_fixes_the_baseline_that_later_readings_rise_from() -> None:
+    def run(dose: bool) -> list[AlarmEvent]:
+        fed = pipeline(TEMP_BASELINE, detector=reference)
+        events = fed.feed([temperature(s, 36.5) for s in range(0, 300, 10)])
+        if dose:
+            events += fed.mark_dose("P-001", at(300))
+        events += fed.feed([temperature(s, 37.6) for s in range(310, 400, 10)])
+        return events + fed.advance(at(400))
+
+    assert run(dose=False) == []
+    events = run(dose=True)
+    # The first 37.6 is a spike (+1.1 > 1.0 within 30 s); the second is evidence.
+    assert states(events) == [("temp-baseline", AlarmState.ACTIVE, 320.0)]
+    assert events[0].threshold == pytest.approx(37.5)
+
+
+def test_engine_and_reference_give_the_same_events_in_any_chunking() -> None:
+    readings = [hr(s * 0.5, 80.0 + (s % 120)) for s in range(400)]
+    readings += [hr(s * 0.5, 90.0, participant="P-002") for s in range(0, 400, 7)]
+    readings.sort(key=lambda r: r.received_at)
+
+    def run(detector: Callable[[RuleSet, int], Detector] | None, chunk: int) -> list[AlarmEvent]:
+        fed = pipeline(HR_HIGH, HR_STALE, TEMP_BASELINE, detector=detector)
+        events = []
+        for start in range(0, len(readings), chunk):
+            events += fed.feed(readings[start : start + chunk])
+        events += fed.mark_dose("P-001", at(200))
+        return events + fed.advance(at(260))
+
+    engine = run(None, len(readings))
+    assert engine, "the course must raise alarms for the comparison to mean something"
+    assert run(reference, len(readings)) == engine
+    assert run(None, 7) == engine
+
+
+def test_readings_that_go_back_in_time_are_counted_not_evaluated() -> None:
+    fed = pipeline(HR_HIGH, detector=reference)
+    fed.feed([hr(5.0, 70.0), hr(3.0, 130.0), hr(5.0, 71.0)])
+    assert fed.stats.out_of_order == 1
+    assert fed.detector.late_samples == 1  # the second 5.0 s sample: same time, same stream
+    fed.advance(at(10.0))
+    fed.feed([hr(9.5, 70.0)])  # behind the tick at 10 s
+    assert fed.stats.out_of_order == 2
+    assert fed.mark_dose("P-001", at(1.0)) == []  # a late marker is taken at 10 s, not refused
+
+
+def test_only_final_measurements_become_samples() -> None:
+    fed = pipeline(HR_HIGH)
+    context = [
+        Reading(
+            session=SESSION,
+            participant="P-001",
+            device="temp-1",
+            kind=ReadingKind.INTERMEDIATE_TEMPERATURE,
+            values={Parameter.TEMPERATURE: 37.0},
+            received_at=at(1),
+        ),
+        Reading(
+            session=SESSION,
+            participant="P-001",
+            device="bp-1",
+            kind=ReadingKind.CUFF_PRESSURE,
+            values={Parameter.CUFF_PRESSURE: 150.0},
+            received_at=at(1),
+        ),
+    ]
+    fed.feed(context)
+    assert fed.stats.samples == 0
+    fed.feed(
+        [
+            Reading(
+                session=SESSION,
+                participant="P-001",
+                device="bp-1",
+                kind=ReadingKind.BLOOD_PRESSURE,
+                values={
+                    Parameter.SYSTOLIC_BP: 120.0,
+                    Parameter.DIASTOLIC_BP: 80.0,
+                    Parameter.MEAN_ARTERIAL_BP: 93.0,
+                    Parameter.PULSE_RATE: 70.0,
+                },
+                received_at=at(2),
+            ),
+            hr(3, 150.0, quality=frozenset({QualityFlag.SENSOR_CONTACT_LOST})),
+        ]
+    )
+    assert fed.stats.samples == 3  # systolic, diastolic, and the flagged heart rate
+    assert fed.advance(at(20)) == []  # a flagged sample is no evidence
+
+
+def test_strangers_are_counted_and_unknown_participants_refused() -> None:
+    fed = pipeline(HR_HIGH)
+    stranger = hr(1, 150.0, participant="P-009")
+    other = hr(2, 150.0).model_copy(update={"session": "S-2"})
+    assert fed.feed([stranger, other]) == []
+    assert fed.stats.unknown_participant == 2
+    with pytest.raises(KeyError, match="P-009"):
+        fed.mark_dose("P-009", at(3))
+
+
+def test_time_helpers() -> None:
+    assert to_ms(at(1.5)) - to_ms(ORIGIN) == 1500
+    with pytest.raises(ValueError, match="1 ms"):
+        DetectionPipeline(rules(HR_HIGH), session=SESSION, origin=ORIGIN, tick_s=0)
+    coarse = DetectionPipeline(rules(HR_STALE), session=SESSION, origin=ORIGIN, tick_s=2.5)
+    coarse.advance(at(10))
+    assert coarse.stats.ticks == 4
