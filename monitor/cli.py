@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -177,7 +178,101 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --simulate: run session time N times faster than real time (default 1)",
     )
     rec.set_defaults(handler=_record)
+
+    replay = commands.add_parser(
+        "replay",
+        help="evaluate recorded readings and write the alarm events they would have raised",
+        description=(
+            "Run detection over readings.jsonl files (the format monitor record writes) in their "
+            "own time, as fast as the engine goes, and write DIR/alarms.jsonl plus a summary. "
+            "Bad lines are reported with their line number and skipped."
+        ),
+    )
+    replay.add_argument("readings", type=Path, nargs="+", metavar="READINGS.jsonl")
+    replay.add_argument(
+        "--config",
+        type=Path,
+        default=Path("config/demo.toml"),
+        metavar="FILE",
+        help="site configuration naming the sessions, participants and protocols "
+        "(default config/demo.toml)",
+    )
+    replay.add_argument("--out", type=Path, metavar="DIR", help="write alarms.jsonl here")
+    replay.add_argument("--json", action="store_true", help="print the summary as JSON")
+    replay.set_defaults(handler=_replay)
+
+    score = commands.add_parser(
+        "score",
+        help="score detection against simulated scenarios' ground truth",
+        description=(
+            "Run the engine over simulated sessions (the physiology driven directly, no radio) "
+            "and report, per ground-truth event, whether and how late it was detected, and "
+            "non-actionable alarms per participant-hour, next to a naive single-threshold "
+            "configuration. Exits 1 when a target is missed."
+        ),
+    )
+    score.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="default: all shipped")
+    score.add_argument("--json", action="store_true", help="print the report as JSON")
+    score.set_defaults(handler=_score)
+
+    bench = commands.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
+    benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    detect = benches.add_parser(
+        "detect",
+        help="time the vectorised engine against the per-reading reference",
+        description=(
+            "Run engine and reference on identical synthetic input; fail (exit 1) if their "
+            "outputs differ; print readings/s of each, their ratio and the peak RSS."
+        ),
+    )
+    detect.add_argument("--streams", type=_positive_int, default=10_000, metavar="N")
+    detect.add_argument("--seconds", type=_positive_int, default=5, metavar="S")
+    detect.add_argument("--seed", type=int, default=0, metavar="SEED")
+    detect.add_argument("--json", action="store_true", help="print one JSON object")
+    detect.set_defaults(handler=_bench_detect)
     return parser
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from monitor.replay import run_replay  # noqa: PLC0415 - keep --help fast
+
+    return run_replay(args)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from monitor.scoring import run_score  # noqa: PLC0415 - keep --help fast
+
+    return run_score(args)
+
+
+def _bench_detect(args: argparse.Namespace) -> int:
+    from monitor.alerts.benchmark import run_bench  # noqa: PLC0415 - keep --help fast
+
+    result = run_bench(args.streams, args.seconds, seed=args.seed)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"streams                {result['streams']:,}")
+        print(f"readings               {result['readings']:,}")
+        print(f"engine readings/s      {result['engine_readings_per_s']:,}")
+        print(f"reference readings/s   {result['reference_readings_per_s']:,}")
+        print(f"ratio                  {result['ratio']}x")
+        print(f"identical              {str(result['identical']).lower()}")
+        print(f"peak RSS (engine)      {result['peak_rss_mb']} MB")
+    if not result["identical"]:
+        print("error: engine and reference outputs differ", file=sys.stderr)
+        return 1
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
 
 
 def _positive_float(text: str) -> float:

@@ -26,7 +26,6 @@ import math
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from functools import partial
 from operator import itemgetter
 from types import MappingProxyType, TracebackType
@@ -52,10 +51,18 @@ from simulators.physiology import ArtefactKind, Vitals, VitalsSeries
 from simulators.radio import VirtualRadio
 from simulators.radio.peripheral import HciTransport
 from simulators.scenario import Scenario, SessionModel, SessionTime, device_name
+from simulators.traces import (
+    CUFF_INFLATION_STEPS,
+    CUFF_OVERPRESSURE_MMHG,
+    CUFF_RESULT_AFTER_S,
+    THERMOMETER_INTERMEDIATE_PERIOD_S,
+)
+from simulators.traces import on_air as _on_air
 from simulators.wearables import BloodPressureCuff, ChestStrap, PulseOximeter, Thermometer, Wearable
 
 __all__ = [
     "CUFF_INFLATION_STEPS",
+    "CUFF_OVERPRESSURE_MMHG",
     "CUFF_RESULT_AFTER_S",
     "MEASUREMENT_CHARACTERISTIC",
     "THERMOMETER_INTERMEDIATE_PERIOD_S",
@@ -89,13 +96,6 @@ MEASUREMENT_CHARACTERISTIC: Final[Mapping[DeviceKind, int]] = MappingProxyType(
 )
 """The characteristic a wearable's main measurement goes out on."""
 
-CUFF_INFLATION_STEPS: Final = ((0.0, 0.2), (5.0, 0.4), (10.0, 0.6), (15.0, 0.8), (20.0, 1.0))
-"""(seconds after the measurement start, fraction of the target cuff pressure) per notification;
-the cuff inflates to 30 mmHg above the systolic pressure."""
-CUFF_OVERPRESSURE_MMHG: Final = 30.0
-CUFF_RESULT_AFTER_S: Final = 30.0
-"""The result is indicated this long after the measurement starts (inflation plus deflation)."""
-THERMOMETER_INTERMEDIATE_PERIOD_S: Final = 10.0
 _MAX_RR_PER_FRAME: Final = 8  # what a frame holds comfortably; straps drop the oldest beyond it
 
 
@@ -114,14 +114,6 @@ class Delivery:
     values: Mapping[Parameter, float | None]
     quality: frozenset[QualityFlag] = frozenset()
     measured_at: dt.datetime | None = None
-
-
-def _on_air(value: float, decimals: int) -> float:
-    """``value`` as the receiver decodes it after the encoder rounds it (half away from zero)."""
-    if not math.isfinite(value):
-        return math.nan
-    scaled = Decimal(repr(value)).scaleb(decimals).to_integral_value(rounding="ROUND_HALF_UP")
-    return float(scaled.scaleb(-decimals))
 
 
 def _delivery(

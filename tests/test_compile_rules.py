@@ -122,7 +122,7 @@ def test_every_kind_is_compiled_with_its_numbers() -> None:
         None,
     )
     news2 = present(rules["news2"])
-    assert news2.spec == News2Spec(max_age_s=900, alert_low=True)
+    assert news2.spec == News2Spec(max_age_s=900, alert_low=False)
     assert (news2.priority, news2.category, news2.per_sample) == (
         AlarmPriority.HIGH,
         AlarmCategory.PHYSIOLOGICAL,

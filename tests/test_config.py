@@ -199,7 +199,7 @@ def test_summary_names_codes_kinds_and_protocols() -> None:
     summary = summarize(load_config(CONFIG / "example.toml"))
     for expected in ("SITE-1", "room-a", "S-2026-11-26-B", "P-014", "P-021", "pulse_oximeter"):
         assert expected in summary
-    assert "mdma: 28 rules (18 limit, 2 trend, 1 baseline, 1 combined, 1 news2, 5 staleness)" in (
+    assert "mdma: 29 rules (19 limit, 2 trend, 1 baseline, 1 combined, 1 news2, 5 staleness)" in (
         summary
     )
     assert "MQTT: detector@broker.clinic.example:8883" in summary
@@ -878,6 +878,7 @@ def test_protocol_profiles_use_every_rule_kind() -> None:
     for rule in mdma.rules:
         groups.setdefault(rule.alarm_group, set()).add(rule.id)
     assert groups["sbp-high"] == {
+        "sbp-high-unconfirmed",
         "sbp-high-low",
         "sbp-high-medium",
         "sbp-high-high-persistent",
