@@ -49,6 +49,7 @@ MB, most of it the trend and baseline rings.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -167,7 +168,11 @@ class _Changes:
             _optional(threshold),
             strict=True,
         )
-        return list(map(ConditionUpdate._make, fields))
+        return list(map(_new_update, fields))
+
+
+_new_update: Final = functools.partial(tuple.__new__, ConditionUpdate)
+"""``ConditionUpdate._make`` without its Python-level wrapper (the fields are complete)."""
 
 
 def _flatnonzero(mask: Bool) -> IntP:
