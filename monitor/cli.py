@@ -87,7 +87,7 @@ def _record(args: argparse.Namespace) -> int:
         simulation = None
         if args.simulate is not None:
             clock = AcceleratedClock(SystemClock().now(), args.speed)
-            simulated = await _simulation(args.simulate, clock)
+            simulated = await _simulation(args.simulate, clock, config, args.out)
             if simulated is None:
                 return EXIT_BAD_INPUT
             backend, simulation = simulated
@@ -107,10 +107,16 @@ def _record(args: argparse.Namespace) -> int:
 
 
 async def _simulation(
-    scenario_name: str, clock: Clock
+    scenario_name: str, clock: Clock, config: SiteConfig, out: Path
 ) -> tuple[BleBackend, contextlib.AbstractAsyncContextManager[object]] | None:
-    """The virtual radio and a scenario's wearables; the CLI is the one door into simulators."""
+    """The virtual radio and a scenario's wearables; the CLI is the one door into simulators.
+
+    The scenario's dose times are written to ``out/markers.jsonl`` (``DoseMarker``), so that
+    ``monitor replay`` of the recording fixes the same pre-dose baselines the service would.
+    """
     from monitor.devices.connector import BleBackend  # noqa: PLC0415
+    from monitor.jsonl import JsonlWriter  # noqa: PLC0415
+    from monitor.models import DoseMarker  # noqa: PLC0415
     from simulators.radio import VirtualRadio  # noqa: PLC0415
     from simulators.scenario import ScenarioError, load_scenario  # noqa: PLC0415
     from simulators.session import SimulatedSession  # noqa: PLC0415
@@ -122,10 +128,27 @@ async def _simulation(
         print(f"--simulate: {error}", file=sys.stderr)
         return None
     radio = VirtualRadio()
+    session_of = {
+        participant.code: session.id
+        for session in config.sessions
+        for participant in session.participants
+    }
 
     @contextlib.asynccontextmanager
     async def wearables() -> AsyncIterator[object]:
         async with radio, SimulatedSession(scenario, radio, clock) as session:
+            async with JsonlWriter(out / "markers.jsonl") as markers:
+                for participant in scenario.participants:
+                    if participant.code not in session_of:
+                        continue
+                    for dose in participant.doses:
+                        markers.put(
+                            DoseMarker(
+                                session=session_of[participant.code],
+                                participant=participant.code,
+                                given_at=session.wall_time(dose.at_s),
+                            )
+                        )
             yield session
 
     backend = BleBackend(scanner=radio.scanner_backend, client=radio.client_backend)

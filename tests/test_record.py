@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from monitor.models import DeviceEvent, DeviceEventType, DeviceState, Reading, ReadingKind
+from monitor.models import (
+    DeviceEvent,
+    DeviceEventType,
+    DeviceState,
+    DoseMarker,
+    Reading,
+    ReadingKind,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,6 +76,17 @@ def test_record_a_simulated_session(tmp_path: Path) -> None:
     }
     assert len(connected) == 8
     assert f"readings: {len(readings)}" in result.stdout
+    markers = [
+        DoseMarker.model_validate_json(line)
+        for line in (out / "markers.jsonl").read_text().splitlines()
+    ]
+    # mdma-typical doses both participants 30 min into the session.
+    assert {(m.session, m.participant) for m in markers} == {
+        ("DEMO-MDMA-1", "P-001"),
+        ("DEMO-MDMA-1", "P-002"),
+    }
+    first = min(reading.received_at for reading in readings)
+    assert all(abs((m.given_at - first).total_seconds() - 1800) < 60 for m in markers)
     for line in (out / "readings.jsonl").read_text().splitlines():
         assert set(json.loads(line)) >= {"session", "participant", "kind", "values", "received_at"}
 
