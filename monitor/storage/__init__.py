@@ -1,0 +1,69 @@
+"""Persistence: the durable spool and the InfluxDB writer behind it (see docs/storage.md).
+
+The service persists a record in two steps: ``to_point`` turns it into a line-protocol point,
+``Spool.accept`` commits it to disk (from then on it is "accepted" and survives a crash), and an
+``InfluxWriter`` drains the spool into InfluxDB. Without InfluxDB, a ``Spool(forward=False)`` is the
+local store and ``export_points`` reads it back.
+"""
+
+from monitor.storage.influx import (
+    ALARM_MEASUREMENT,
+    DEVICE_MEASUREMENT,
+    VITALS_MEASUREMENT,
+    Backoff,
+    InfluxWriteError,
+    InfluxWriter,
+    WriterStatus,
+    alarm_point,
+    device_point,
+    make_point,
+    reading_point,
+    resolve_influx_config,
+    to_point,
+)
+from monitor.storage.spool import (
+    DEFAULT_HIGH_WATER,
+    AcceptResult,
+    Batch,
+    HighWater,
+    HighWaterMark,
+    PointKey,
+    PointState,
+    Spool,
+    SpooledPoint,
+    SpoolError,
+    SpoolLockedError,
+    SpoolPoint,
+    StoredPoint,
+    export_points,
+)
+
+__all__ = [
+    "ALARM_MEASUREMENT",
+    "DEFAULT_HIGH_WATER",
+    "DEVICE_MEASUREMENT",
+    "VITALS_MEASUREMENT",
+    "AcceptResult",
+    "Backoff",
+    "Batch",
+    "HighWater",
+    "HighWaterMark",
+    "InfluxWriteError",
+    "InfluxWriter",
+    "PointKey",
+    "PointState",
+    "Spool",
+    "SpoolError",
+    "SpoolLockedError",
+    "SpoolPoint",
+    "SpooledPoint",
+    "StoredPoint",
+    "WriterStatus",
+    "alarm_point",
+    "device_point",
+    "export_points",
+    "make_point",
+    "reading_point",
+    "resolve_influx_config",
+    "to_point",
+]
