@@ -91,6 +91,7 @@ class ReplaySummary:
     marker_files: list[Path] = dataclasses.field(default_factory=list)
     dose_markers_per_session: dict[str, int] = dataclasses.field(default_factory=dict)
     unused_markers: int = 0
+    markers_after_readings: int = 0
     unordered_files: list[Path] = dataclasses.field(default_factory=list)
     late_samples: int = 0
     out_of_order: int = 0
@@ -127,6 +128,7 @@ class ReplaySummary:
             "marker_files": [str(path) for path in self.marker_files],
             "dose_markers_per_session": dict(self.dose_markers_per_session),
             "unused_markers": self.unused_markers,
+            "markers_after_readings": self.markers_after_readings,
             "unordered_files": [str(path) for path in self.unordered_files],
             "late_samples": self.late_samples,
             "out_of_order": self.out_of_order,
@@ -162,6 +164,10 @@ class ReplaySummary:
             lines.append(f"session {session}: {readings} readings{since}; {dosed}")
         if self.unused_markers:
             lines.append(f"dose markers of sessions without readings: {self.unused_markers}")
+        if self.markers_after_readings:
+            lines.append(
+                f"dose markers after a session's last reading: {self.markers_after_readings}"
+            )
         for path in self.unordered_files:
             lines.append(f"not in received_at order, sorted in memory: {path}")
         if self.late_samples or self.out_of_order:
@@ -325,12 +331,22 @@ def _load_markers(
             if marker.session not in spans:
                 summary.unused_markers += 1
                 continue
+            if to_ms(marker.given_at) > spans[marker.session].last_ms:
+                # It can fix no baseline, and replaying up to it would invent silence (a
+                # recording that stopped before the dose) and raise staleness alarms for it.
+                summary.markers_after_readings += 1
+                continue
             summary.dose_markers_per_session[marker.session] = (
                 summary.dose_markers_per_session.get(marker.session, 0) + 1
             )
             items.append((to_ms(marker.given_at), _MARKER, marker))
         summary.bad_lines += source.bad
     items.sort(key=lambda item: item[0])
+    if summary.markers_after_readings:
+        report.write(
+            f"note: {summary.markers_after_readings} dose marker(s) come after their session's "
+            "last reading; not used\n"
+        )
     if summary.unused_markers:
         report.write(
             f"note: {summary.unused_markers} dose marker(s) name sessions without readings "

@@ -40,6 +40,7 @@ SUMMARY_KEYS = {
     "marker_files",
     "dose_markers_per_session",
     "unused_markers",
+    "markers_after_readings",
     "unordered_files",
     "late_samples",
     "out_of_order",
@@ -363,6 +364,8 @@ def test_replay_of_a_real_recording_matches_the_pipeline(tmp_path: Path) -> None
     summary = json.loads(result.stdout)
     assert summary["readings"] == len(readings)
     assert summary["bad_lines"] == 0
+    # 20 s at x60 ends before the dose at 30 min: record's markers are after the readings.
+    assert summary["markers_after_readings"] == 2
     assert alarms_in(capture) == in_process(readings)
 
     # The first simulated minutes are calm; a touchy P-001 makes the comparison non-trivial.
