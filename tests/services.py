@@ -8,6 +8,7 @@ fault tests need: a broker or a database that goes away and comes back.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import shutil
 import signal
@@ -118,8 +119,12 @@ class Mosquitto(_Server):
         self.port = free_port()
         self.config_path = workdir / "mosquitto.conf"
         (workdir / "data").mkdir(exist_ok=True)
+        # As root, Mosquitto drops to the `mosquitto` user and then cannot write its persistence
+        # file in our (root-owned) temp folder: sessions would silently not survive a restart.
+        user = "" if "\nuser " in f"\n{extra_config}" else f"user {getpass.getuser()}\n"
         self.config_path.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            f"{user}"
             "persistence true\n"
             f"persistence_location {workdir / 'data'}/\n"
             "autosave_interval 1\n"
