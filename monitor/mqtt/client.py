@@ -1,0 +1,939 @@
+"""The broker connection: the only place that touches aiomqtt.
+
+:class:`MqttLink` is an async context manager that stays useful while the broker is not: it
+connects in the background, reconnects with capped, jittered backoff, and keeps every message in
+its :class:`~monitor.mqtt.outbox.Outbox` until the broker has acknowledged it, so
+:meth:`MqttLink.publish` never blocks and never loses a QoS 1 message to an outage (within the
+outbox's bound). Each connection is a fresh aiomqtt client with the same client id and a persistent
+session (MQTT 5 ``clean_start = False`` with a session expiry, or 3.1.1 ``clean_session = False``),
+so the broker keeps QoS 1 subscriptions and queues commands while the service is away.
+
+:class:`CommandChannel` turns the command topics into a stream of parsed commands that nothing
+can stop: garbage is counted and answered (rate-limited), duplicates are answered again without
+being carried out twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+import socket
+import ssl
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import BaseModel, SecretStr
+
+from monitor.clock import Clock, SystemClock
+from monitor.config import MqttConfig, MqttTls, Secrets
+from monitor.models import AlarmEvent, DeviceEvent, Reading
+from monitor.mqtt.outbox import Outbox, Outgoing, Priority
+from monitor.mqtt.payloads import (
+    ActiveAlarms,
+    AlarmMessage,
+    Command,
+    CommandError,
+    CommandReply,
+    DeviceStatus,
+    ServiceState,
+    ServiceStatus,
+    StatusReason,
+    VitalsBatch,
+    parse_command,
+)
+from monitor.mqtt.topics import Topics, topic_matches
+from monitor.mqtt.tracking import BatchNumbering, EscalationTracker
+
+__all__ = [
+    "DEFAULT_OUTBOX_CAPACITY",
+    "ERROR_REPLY_BURST",
+    "ERROR_REPLY_RATE",
+    "AlarmPublisher",
+    "Backoff",
+    "CommandChannel",
+    "CommandStats",
+    "GatewayPublisher",
+    "Incoming",
+    "LinkStats",
+    "MqttLink",
+    "Subscription",
+]
+
+_log = logging.getLogger("monitor.mqtt")
+
+DEFAULT_OUTBOX_CAPACITY = 50_000
+"""About 14 hours of one reading batch per second, or a long outage of a busy site."""
+
+ERROR_REPLY_RATE = 10.0
+ERROR_REPLY_BURST = 20
+"""Error replies to unparseable commands: per second, and how many at once."""
+
+_UNSUPPORTED_PROTOCOL = 132  # MQTT 5 reason code; paho maps a 3.1.1 broker's refusal (1) to it
+_CONNECTION_ERRORS = (aiomqtt.MqttError, OSError, ssl.SSLError)
+Protocol = Literal["auto", "5", "3.1.1"]
+_STABLE_S = 2.0
+"""A connection that lasts less than this counts as a failed attempt for the backoff, so two
+services sharing a client id (which take the session from each other) do not spin."""
+_NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)  # an alarm must not wait for Nagle
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Reconnect delays: ``initial_s`` doubling up to ``max_s``, each drawn from [d/2, d].
+
+    The cap bounds how long after the broker returns the link is back (about ``max_s`` plus one
+    connect); the jitter keeps a ward of gateways from reconnecting in lock step after an outage.
+    """
+
+    initial_s: float = 0.2
+    max_s: float = 4.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """The wait before reconnect attempt ``attempt`` (0 for the first after a failure)."""
+        ceiling = min(self.max_s, self.initial_s * self.factor ** min(attempt, 64))
+        return rng.uniform(ceiling / 2, ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A message received on a subscription (aiomqtt's type stays inside this module)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(slots=True)
+class LinkStats:
+    """Counters for metrics and the status page; never reset while the link lives."""
+
+    connected: bool = False
+    protocol: str | None = None
+    session_present: bool | None = None
+    connects: int = 0
+    reconnects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    enqueued: int = 0
+    published: int = 0
+    queued: int = 0
+    queued_max: int = 0
+    superseded: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: {p.name.lower(): 0 for p in Priority})
+    redelivered: int = 0
+    rejected_by_broker: int = 0
+    received: int = 0
+    unrouted: int = 0
+    latency_last_ms: float = 0.0
+    latency_max_ms: float = 0.0
+    latency_total_ms: float = 0.0
+
+    @property
+    def latency_mean_ms(self) -> float:
+        """Mean time from :meth:`MqttLink.publish` to the broker's acknowledgement."""
+        return self.latency_total_ms / self.published if self.published else 0.0
+
+
+class _Throttle:
+    """At most one log line per ``interval_s`` for a repeating problem, with a count of the rest."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last: float | None = None
+        self.suppressed = 0
+
+    def ready(self, now: float) -> bool:
+        if self._last is None or now - self._last >= self.interval_s:
+            self._last = now
+            return True
+        self.suppressed += 1
+        return False
+
+    def take_suppressed(self) -> int:
+        count, self.suppressed = self.suppressed, 0
+        return count
+
+
+class Subscription:
+    """Messages matching one topic filter, across reconnects, in arrival order.
+
+    Use filters that do not overlap: over MQTT 5 a broker may deliver a message once per
+    matching subscription, and every copy reaches every matching :class:`Subscription`.
+
+    The queue is bounded: a consumer that stops reading must not eat the service's memory. When it
+    is full the newest message is dropped, counted in :attr:`dropped` and logged at ERROR level.
+    """
+
+    def __init__(self, topic_filter: str, qos: int, capacity: int, clock: Clock) -> None:
+        self.topic_filter = topic_filter
+        self.qos = qos
+        self.dropped = 0
+        self.received = 0
+        self._queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=capacity)
+        self._clock = clock
+        self._throttle = _Throttle(10.0)
+
+    def _offer(self, message: Incoming) -> None:
+        self.received += 1
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self._throttle.ready(self._clock.monotonic()):
+                _log.error(
+                    "subscription %s is full (%d messages): dropped %d message(s) so far",
+                    self.topic_filter,
+                    self._queue.maxsize,
+                    self.dropped,
+                )
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Incoming:
+        return await self._queue.get()
+
+    def __len__(self) -> int:
+        return self._queue.qsize()
+
+
+def _tls_context(files: MqttTls | None) -> ssl.SSLContext:
+    """Blocking (reads certificate files): run it in a thread."""
+    context = ssl.create_default_context(
+        cafile=None if files is None or files.ca_file is None else str(files.ca_file)
+    )
+    if files is not None and files.cert_file is not None:
+        key = None if files.key_file is None else str(files.key_file)
+        context.load_cert_chain(str(files.cert_file), key)
+    return context
+
+
+class MqttLink:
+    """A broker connection that survives the broker: outbox, reconnects, subscriptions, status.
+
+    With ``status_topic`` set, the link has a last will (retained ``offline`` /
+    ``connection_lost``), publishes a retained ``online`` on every connect before anything else,
+    and a retained ``offline`` / ``shutdown`` as the last message of a clean stop. After every
+    connect it also sends the latest retained message of each topic again (snapshots, device
+    status), after the backlog, so retained state a crashed broker lost comes back.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        username: str | None = None,
+        password: SecretStr | None = None,
+        tls: bool = False,
+        tls_files: MqttTls | None = None,
+        status_topic: str | None = None,
+        service: str = "monitor",
+        protocol: Protocol = "auto",
+        outbox_capacity: int = DEFAULT_OUTBOX_CAPACITY,
+        window: int = 32,
+        backoff: Backoff | None = None,
+        keepalive_s: int = 15,
+        timeout_s: float = 5.0,
+        ack_timeout_s: float = 30.0,
+        session_expiry_s: int = 86_400,
+        drain_timeout_s: float = 5.0,
+        clock: Clock | None = None,
+    ) -> None:
+        if not client_id:
+            msg = "a persistent session needs a stable, non-empty client id"
+            raise ValueError(msg)
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.stats = LinkStats()
+        self._username = username
+        self._password = password
+        self._tls = tls or tls_files is not None
+        self._tls_files = tls_files
+        self._tls_context: ssl.SSLContext | None = None
+        self._status_topic = status_topic
+        self._service = service
+        self._protocol: aiomqtt.ProtocolVersion = (
+            aiomqtt.ProtocolVersion.V311 if protocol == "3.1.1" else aiomqtt.ProtocolVersion.V5
+        )
+        self._fallback = protocol == "auto"
+        self._outbox = Outbox(outbox_capacity)
+        self._window = window
+        self._backoff = backoff or Backoff()
+        self._keepalive_s = keepalive_s
+        self._timeout_s = timeout_s
+        self._ack_timeout_s = ack_timeout_s
+        self._session_expiry_s = session_expiry_s
+        self._drain_timeout_s = drain_timeout_s
+        self._clock: Clock = clock or SystemClock()
+        self._rng = random.Random()  # noqa: S311 - jitter, not secrecy
+        self._subscriptions: list[Subscription] = []
+        self._retained: dict[str, tuple[bytes, int, Priority]] = {}
+        self._state = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._subscriptions_changed = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._closing = False
+        self._overflow_log = _Throttle(10.0)
+        self._reject_log = _Throttle(10.0)
+        self._high_water_warned = False
+        self._group: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: MqttConfig,
+        *,
+        topics: Topics,
+        service: str,
+        secrets: Secrets | None = None,
+        **options: Any,
+    ) -> MqttLink:
+        """A link as the site file describes it; the password comes from the environment."""
+        secrets = secrets if secrets is not None else Secrets()
+        return cls(
+            host=config.host,
+            port=config.port,
+            client_id=config.client_id or f"monitor-{topics.site}-{service}",
+            username=config.username,
+            password=secrets.mqtt_password,
+            tls=config.uses_tls,
+            tls_files=config.tls,
+            status_topic=topics.status(service),
+            service=service,
+            **options,
+        )
+
+    # --- the caller's side ---------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether a connection is up right now (it can drop the next moment)."""
+        return self.stats.connected
+
+    @property
+    def queued(self) -> int:
+        """Messages in the outbox: waiting or sent and not yet acknowledged."""
+        return len(self._outbox)
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | BaseModel,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        priority: Priority = Priority.TELEMETRY,
+    ) -> bool:
+        """Queue a message; returns at once. ``False`` if the full outbox had to refuse it."""
+        if qos not in (0, 1):
+            msg = f"the link publishes at QoS 0 or 1, not {qos}"
+            raise ValueError(msg)
+        body = payload.model_dump_json().encode() if isinstance(payload, BaseModel) else payload
+        if retain and not body:
+            msg = "an empty retained message would delete the retained state; publish a value"
+            raise ValueError(msg)
+        now = self._clock.monotonic()
+        if self._closing and self._runner is not None and self._runner.done():
+            _log.error("publish on %s after the link closed: not sent", topic)
+            self.stats.dropped[priority.name.lower()] += 1
+            return False
+        if retain and topic != self._status_topic:
+            self._retained[topic] = (body, qos, priority)
+        result = self._outbox.put(topic, body, qos=qos, retain=retain, priority=priority, now=now)
+        self.stats.enqueued += 1
+        if result.superseded is not None:
+            self.stats.superseded += 1
+        lost = result.evicted.priority if result.evicted is not None else None
+        if result.rejected:
+            lost = priority
+        if lost is not None:
+            self.stats.dropped[lost.name.lower()] += 1
+            self._report_overflow(now)
+        self._update_depth()
+        self._wake.set()
+        return not result.rejected
+
+    def subscribe(self, topic_filter: str, *, qos: int = 1, capacity: int = 10_000) -> Subscription:
+        """A stream of the messages matching ``topic_filter``; (re)subscribed on every connect."""
+        subscription = Subscription(topic_filter, qos, capacity, self._clock)
+        self._subscriptions.append(subscription)
+        self._subscriptions_changed.set()
+        return subscription
+
+    async def wait_connected(self) -> None:
+        """Until a connection is up (and the online status and subscriptions are in place)."""
+        async with self._state:
+            await self._state.wait_for(lambda: self.stats.connected)
+
+    async def wait_disconnected(self) -> None:
+        """Until the current connection has gone."""
+        async with self._state:
+            await self._state.wait_for(lambda: not self.stats.connected)
+
+    async def drain(self) -> None:
+        """Until every queued message has been acknowledged by the broker."""
+        while len(self._outbox):
+            self._empty.clear()
+            await self._empty.wait()
+
+    async def __aenter__(self) -> Self:
+        if self._tls:
+            self._tls_context = await asyncio.to_thread(_tls_context, self._tls_files)
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        self._runner = self._group.create_task(self._run(), name=f"mqtt-{self.client_id}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        """Say offline, give the outbox ``drain_timeout_s`` to empty, then disconnect cleanly."""
+        assert self._group is not None and self._runner is not None
+        self._closing = True
+        if self._status_topic is not None:
+            self.publish(
+                self._status_topic,
+                self._status(ServiceState.OFFLINE, StatusReason.SHUTDOWN),
+                retain=True,
+                priority=Priority.STATE,
+            )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._drain_timeout_s):
+                await self.drain()
+        if len(self._outbox):
+            _log.error(
+                "closing the MQTT link with %d message(s) the broker never acknowledged",
+                len(self._outbox),
+            )
+        self._runner.cancel()
+        await self._group.__aexit__(exc_type, exc, tb)
+        return None
+
+    # --- the connection ------------------------------------------------------------------------
+
+    def _status(self, state: ServiceState, reason: StatusReason) -> ServiceStatus:
+        return ServiceStatus(
+            service=self._service, client_id=self.client_id, state=state, reason=reason
+        )
+
+    def _new_client(self) -> aiomqtt.Client:
+        v5 = self._protocol is aiomqtt.ProtocolVersion.V5
+        will = None
+        if self._status_topic is not None:
+            offline = self._status(ServiceState.OFFLINE, StatusReason.CONNECTION_LOST)
+            will = aiomqtt.Will(
+                self._status_topic, offline.model_dump_json().encode(), qos=1, retain=True
+            )
+        properties = None
+        if v5:
+            properties = _properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = self._session_expiry_s
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self._username,
+            password=None if self._password is None else self._password.get_secret_value(),
+            identifier=self.client_id,
+            protocol=self._protocol,
+            will=will,
+            clean_session=None if v5 else False,
+            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+            keepalive=self._keepalive_s,
+            timeout=self._timeout_s,
+            max_inflight_messages=self._window,
+            tls_context=self._tls_context,
+            socket_options=_NO_DELAY,
+        )
+        client.pending_calls_threshold = self._window + 16  # a full window is normal here
+        self._watch(client)
+        return client
+
+    def _watch(self, client: aiomqtt.Client) -> None:
+        """Hook paho's callbacks for what aiomqtt does not pass on.
+
+        The session-present flag says whether the broker kept our session (else commands sent
+        while we were away are gone), and an MQTT 5 PUBACK can refuse a message (not authorised):
+        aiomqtt treats both as success, and a detector whose alarms the broker refuses must say
+        so. Over MQTT 3.1.1 a refused publish is indistinguishable from a delivered one.
+        """
+        inner: paho.Client = client._client
+        on_connect = inner.on_connect
+        on_publish = inner.on_publish
+
+        def connected(*args: Any) -> None:
+            flags = args[2]
+            self.stats.session_present = bool(getattr(flags, "session_present", False))
+            if on_connect is not None:
+                on_connect(*args)
+
+        def published(*args: Any) -> None:
+            reason = args[3]
+            if isinstance(reason, ReasonCode) and reason.is_failure:
+                self.stats.rejected_by_broker += 1
+                if self._reject_log.ready(self._clock.monotonic()):
+                    _log.error(
+                        "the broker refused a message (%s); %d refused so far: check the ACL",
+                        reason,
+                        self.stats.rejected_by_broker,
+                    )
+            if on_publish is not None:
+                on_publish(*args)
+
+        inner.on_connect = connected
+        inner.on_publish = published
+
+    async def _set_connected(self, connected: bool) -> None:
+        async with self._state:
+            self.stats.connected = connected
+            self._state.notify_all()
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            client = self._new_client()
+            connected_at: float | None = None
+            failure: BaseException | None = None
+            try:
+                async with client:
+                    connected_at = self._clock.monotonic()
+                    await self._serve(client)
+            except _CONNECTION_ERRORS as exc:
+                failure = exc
+            except BaseExceptionGroup as group:
+                matched, rest = group.split(_CONNECTION_ERRORS)
+                if rest is not None:
+                    raise rest from None
+                failure = _first_leaf(matched)
+            finally:
+                if self.stats.connected:
+                    await self._set_connected(False)
+                back = self._outbox.requeue()
+                self.stats.redelivered += back
+                if not len(self._outbox):
+                    self._empty.set()
+            if connected_at is not None:
+                self.stats.disconnects += 1
+                _log.warning("MQTT connection to %s:%d lost: %s", self.host, self.port, failure)
+                if self._clock.monotonic() - connected_at >= _STABLE_S:
+                    attempt = 0
+                    continue  # reconnect at once; back off only when connecting keeps failing
+            else:
+                self.stats.connect_failures += 1
+            if self._should_fall_back(failure):
+                _log.warning("%s:%d does not speak MQTT 5; using 3.1.1", self.host, self.port)
+                self._protocol = aiomqtt.ProtocolVersion.V311
+                self._fallback = False
+                continue
+            delay = self._backoff.delay(attempt, self._rng)
+            attempt += 1
+            _log.warning(
+                "cannot connect to MQTT broker %s:%d (%s); retrying in %.1f s",
+                self.host,
+                self.port,
+                failure,
+                delay,
+            )
+            await self._clock.sleep(delay)
+
+    def _should_fall_back(self, failure: BaseException | None) -> bool:
+        if not self._fallback or not isinstance(failure, aiomqtt.MqttCodeError):
+            return False
+        rc = failure.rc
+        code = rc.value if isinstance(rc, ReasonCode) else rc
+        return code in (1, _UNSUPPORTED_PROTOCOL)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._read(client))
+            self._subscriptions_changed.clear()
+            subscribed = 0
+            while subscribed < len(self._subscriptions):  # some may be added meanwhile
+                await self._subscribe(client, self._subscriptions[subscribed])
+                subscribed += 1
+            if self._status_topic is not None:
+                online = self._status(ServiceState.ONLINE, StatusReason.CONNECTED)
+                await client.publish(
+                    self._status_topic,
+                    online.model_dump_json().encode(),
+                    qos=1,
+                    retain=True,
+                    properties=self._publish_properties(),
+                )
+            self.stats.connects += 1
+            self.stats.reconnects = self.stats.connects - 1
+            self.stats.protocol = "5" if self._protocol is aiomqtt.ProtocolVersion.V5 else "3.1.1"
+            if self.stats.session_present is False and self.stats.connects > 1:
+                _log.warning(
+                    "the broker kept no session for %s: messages sent to it while it was away "
+                    "are lost",
+                    self.client_id,
+                )
+            await self._set_connected(True)
+            _log.info(
+                "connected to MQTT broker %s:%d as %s (MQTT %s), %d message(s) queued",
+                self.host,
+                self.port,
+                self.client_id,
+                self.stats.protocol,
+                len(self._outbox),
+            )
+            self._restate()
+            group.create_task(self._resubscribe(client, subscribed))
+            group.create_task(self._send(client))
+
+    def _restate(self) -> None:
+        """Queue the latest retained message of every topic again, unless one is queued.
+
+        A broker that crashed may have lost retained messages saved after its last autosave, and
+        a late dashboard must still find the current snapshot there: sending the latest state
+        again on each connect costs one message per retained topic and makes it true again.
+        """
+        now = self._clock.monotonic()
+        for topic, (body, qos, priority) in self._retained.items():
+            if not self._outbox.holds_retained(topic):
+                self._outbox.put(topic, body, qos=qos, retain=True, priority=priority, now=now)
+        self._update_depth()
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        """Route incoming messages; ends with MqttError when the connection drops."""
+        async for message in client.messages:
+            self.stats.received += 1
+            payload = message.payload
+            incoming = Incoming(
+                topic=message.topic.value,
+                payload=payload if isinstance(payload, bytes) else str(payload).encode(),
+                qos=message.qos,
+                retain=message.retain,
+            )
+            routed = False
+            for subscription in self._subscriptions:
+                if topic_matches(incoming.topic, subscription.topic_filter):
+                    subscription._offer(incoming)
+                    routed = True
+            if not routed:
+                self.stats.unrouted += 1
+
+    async def _resubscribe(self, client: aiomqtt.Client, done: int) -> None:
+        """Subscribe filters added while connected (the first ``done`` are subscribed)."""
+        while True:
+            await self._subscriptions_changed.wait()
+            self._subscriptions_changed.clear()
+            for subscription in self._subscriptions[done:]:
+                await self._subscribe(client, subscription)
+            done = len(self._subscriptions)
+
+    async def _subscribe(self, client: aiomqtt.Client, subscription: Subscription) -> None:
+        granted = await client.subscribe(subscription.topic_filter, qos=subscription.qos)
+        refused = [
+            code
+            for code in granted
+            if (code.is_failure if isinstance(code, ReasonCode) else code >= 0x80)
+        ]
+        if refused:
+            _log.error(
+                "the broker refused the subscription to %s (%s): check the ACL",
+                subscription.topic_filter,
+                refused[0],
+            )
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        """Hand queued messages to the connection in order, at most ``window`` unacknowledged."""
+        window = asyncio.Semaphore(self._window)
+        properties = self._publish_properties()
+        async with asyncio.TaskGroup() as group:
+            while True:
+                await window.acquire()
+                message = self._outbox.take()
+                while message is None:
+                    self._wake.clear()
+                    message = self._outbox.take()
+                    if message is None:
+                        await self._wake.wait()
+                        message = self._outbox.take()
+                # tasks start in creation order and hand their message to paho before their first
+                # await, so the wire order is the outbox order
+                group.create_task(self._deliver(client, message, window, properties))
+
+    async def _deliver(
+        self,
+        client: aiomqtt.Client,
+        message: Outgoing,
+        window: asyncio.Semaphore,
+        properties: Properties | None,
+    ) -> None:
+        await client.publish(
+            message.topic,
+            message.payload,
+            qos=message.qos,
+            retain=message.retain,
+            properties=properties,
+            timeout=self._ack_timeout_s,
+        )
+        self._outbox.acknowledged(message.key)
+        window.release()
+        latency_ms = (self._clock.monotonic() - message.enqueued_at) * 1000
+        self.stats.published += 1
+        self.stats.latency_last_ms = latency_ms
+        self.stats.latency_max_ms = max(self.stats.latency_max_ms, latency_ms)
+        self.stats.latency_total_ms += latency_ms
+        self._update_depth()
+        if not len(self._outbox):
+            self._empty.set()
+
+    def _publish_properties(self) -> Properties | None:
+        if self._protocol is not aiomqtt.ProtocolVersion.V5:
+            return None
+        properties = _properties(PacketTypes.PUBLISH)
+        properties.PayloadFormatIndicator = 1
+        properties.ContentType = "application/json"
+        return properties
+
+    def _update_depth(self) -> None:
+        depth = len(self._outbox)
+        self.stats.queued = depth
+        self.stats.queued_max = max(self.stats.queued_max, depth)
+        capacity = self._outbox.capacity
+        if depth >= 0.8 * capacity and not self._high_water_warned:
+            self._high_water_warned = True
+            _log.warning(
+                "MQTT outbox %d%% full (%d of %d)", 100 * depth // capacity, depth, capacity
+            )
+        elif depth < 0.5 * capacity:
+            self._high_water_warned = False
+
+    def _report_overflow(self, now: float) -> None:
+        if self._overflow_log.ready(now):
+            _log.error(
+                "MQTT outbox full (%d messages, broker %s): dropped so far %s",
+                self._outbox.capacity,
+                "connected" if self.stats.connected else "unreachable",
+                ", ".join(f"{name} {count}" for name, count in self.stats.dropped.items()),
+            )
+
+
+def _properties(packet_type: int) -> Properties:
+    return Properties(packet_type)  # type: ignore[no-untyped-call]
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException] | None) -> BaseException | None:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]  # type: ignore[assignment]
+    return group
+
+
+# --- the detector's side ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class CommandStats:
+    """What came in on the command topics."""
+
+    received: int = 0
+    commands: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    replies: int = 0
+    error_replies: int = 0
+    error_replies_suppressed: int = 0
+
+
+class CommandChannel:
+    """Commands from dashboards: parsed, deduplicated, answered; garbage never stops it.
+
+    Iterating yields only valid, new commands; the service carries each out and answers with
+    :meth:`reply` (``reply_ok`` / ``reply_for_error``). A command that does not parse gets an error
+    reply at once, but at most ``error_rate`` per second with bursts of ``error_burst``: a flood of
+    garbage must not crowd alarm events out of the outbox. Suppressed replies are counted and
+    summarised in the log. A redelivered command (same session and ``command_id``, as QoS 1
+    allows) is not yielded again; its earlier reply is published again.
+    """
+
+    def __init__(
+        self,
+        link: MqttLink,
+        topics: Topics,
+        *,
+        error_rate: float = ERROR_REPLY_RATE,
+        error_burst: int = ERROR_REPLY_BURST,
+        remember: int = 4096,
+        clock: Clock | None = None,
+    ) -> None:
+        self.topics = topics
+        self.stats = CommandStats()
+        self._link = link
+        self._subscription = link.subscribe(topics.commands_filter, qos=1)
+        self._clock: Clock = clock or SystemClock()
+        self._rate = error_rate
+        self._burst = float(error_burst)
+        self._tokens = float(error_burst)
+        self._refilled: float | None = None
+        self._remember = remember
+        self._seen: OrderedDict[tuple[str, str], CommandReply | None] = OrderedDict()
+        self._log = _Throttle(10.0)
+
+    def __aiter__(self) -> AsyncIterator[Command]:
+        return self._commands()
+
+    async def _commands(self) -> AsyncIterator[Command]:
+        async for message in self._subscription:
+            self.stats.received += 1
+            parsed = parse_command(message.topic, message.payload, retained=message.retain)
+            if isinstance(parsed, CommandError):
+                self._refuse(parsed)
+                continue
+            key = (parsed.session, parsed.command_id)
+            if key in self._seen:
+                self.stats.duplicates += 1
+                earlier = self._seen[key]
+                if earlier is not None:
+                    self._publish(earlier)
+                continue
+            self._seen[key] = None
+            while len(self._seen) > self._remember:
+                self._seen.popitem(last=False)
+            self.stats.commands += 1
+            yield parsed
+
+    def reply(self, reply: CommandReply) -> None:
+        """Publish the outcome of a command (always: it answers a real command)."""
+        if reply.session is not None and reply.command_id is not None:
+            key = (reply.session, reply.command_id)
+            if key in self._seen:
+                self._seen[key] = reply
+        self._publish(reply)
+
+    def _publish(self, reply: CommandReply) -> None:
+        self.stats.replies += 1
+        self._link.publish(self.topics.replies(reply.session), reply, priority=Priority.REPLY)
+
+    def _refuse(self, error: CommandError) -> None:
+        code = error.code.value
+        self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
+        now = self._clock.monotonic()
+        if self._log.ready(now):
+            # the session and kind as parsed, not the raw topic: its levels could hold anything
+            _log.warning(
+                "refused a %s command for session %s: %s (%s); %d more refused since the last "
+                "report",
+                error.kind or "unknown",
+                error.session or "unknown",
+                code,
+                error.message,
+                self._log.take_suppressed(),
+            )
+        if self._refilled is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = now
+        if self._tokens < 1:
+            self.stats.error_replies_suppressed += 1
+            return
+        self._tokens -= 1
+        self.stats.error_replies += 1
+        self._publish(error.reply())
+
+
+class GatewayPublisher:
+    """Readings and device events out, as a gateway (or the service's own connector) sends them."""
+
+    def __init__(self, link: MqttLink, topics: Topics, numbering: BatchNumbering) -> None:
+        self._link = link
+        self._topics = topics
+        self.numbering = numbering
+
+    def readings(self, readings: Sequence[Reading], sent_at: dt.datetime) -> VitalsBatch:
+        """One numbered batch of one participant's readings (QoS 1)."""
+        batch = self.numbering.batch(readings, sent_at)
+        self._link.publish(self._topics.readings(batch.session, batch.participant), batch)
+        return batch
+
+    def device(self, event: DeviceEvent) -> None:
+        """A device event, retained per device: its ``state`` is the link's current state."""
+        self._link.publish(
+            self._topics.device(event.session, event.participant, event.device),
+            DeviceStatus(event=event),
+            retain=True,
+        )
+
+
+class AlarmPublisher:
+    """Alarm events out: the alarm topic, the escalation topic when it applies, then the snapshot.
+
+    One call per batch of events from the pipeline, with the pipeline's ``active()`` after them, so
+    the retained snapshot always follows the events it includes, in the same ordered outbox.
+    """
+
+    def __init__(self, link: MqttLink, topics: Topics) -> None:
+        self._link = link
+        self._topics = topics
+        self.escalations = EscalationTracker()
+        self._sequence: dict[str, int] = {}
+
+    def publish(
+        self,
+        session: str,
+        events: Sequence[AlarmEvent],
+        active: Sequence[AlarmEvent],
+        as_of: dt.datetime,
+    ) -> None:
+        """Every event (QoS 1), escalations, and the session's new snapshot (retained)."""
+        for event in events:
+            self._link.publish(
+                self._topics.alarms(event.session, event.participant),
+                AlarmMessage(event=event),
+                priority=Priority.ALARM,
+            )
+            escalation = self.escalations.route(event)
+            if escalation is not None:
+                self._link.publish(
+                    self._topics.escalations(event.session, event.participant),
+                    escalation,
+                    priority=Priority.ALARM,
+                )
+        if events or session not in self._sequence:
+            self.snapshot(
+                session, active, as_of, sequence=max((e.sequence for e in events), default=None)
+            )
+
+    def snapshot(
+        self,
+        session: str,
+        active: Sequence[AlarmEvent],
+        as_of: dt.datetime,
+        *,
+        sequence: int | None = None,
+    ) -> None:
+        """Publish the retained snapshot (at start-up too: a stale one from the last run stays
+        on the broker until replaced)."""
+        last = max(
+            [self._sequence.get(session, 0), *(a.sequence for a in active)]
+            + ([] if sequence is None else [sequence])
+        )
+        self._sequence[session] = last
+        self._link.publish(
+            self._topics.active_alarms(session),
+            ActiveAlarms(session=session, as_of=as_of, sequence=last, alarms=tuple(active)),
+            retain=True,
+            priority=Priority.STATE,
+        )

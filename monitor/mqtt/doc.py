@@ -1,0 +1,494 @@
+"""docs/mqtt.md, generated from the contract and the payload models so it cannot drift from them.
+
+``tests/test_mqtt_doc.py`` fails when the file differs from :func:`render`; regenerate with
+``.venv/bin/python -m monitor.mqtt.doc > docs/mqtt.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import uuid
+
+from pydantic import BaseModel
+
+from monitor.alerts.inputs import Consciousness
+from monitor.alerts.lifecycle import DEFAULT_PAUSE_S, MAX_PAUSE_S, UnknownAlarmError
+from monitor.models import (
+    AlarmCategory,
+    AlarmEvent,
+    AlarmPriority,
+    AlarmState,
+    DeviceEvent,
+    DeviceEventType,
+    DeviceKind,
+    DeviceState,
+    Parameter,
+    Reading,
+    ReadingKind,
+)
+from monitor.mqtt.client import (
+    DEFAULT_OUTBOX_CAPACITY,
+    ERROR_REPLY_BURST,
+    ERROR_REPLY_RATE,
+    Backoff,
+)
+from monitor.mqtt.contract import TOPICS, Role, TopicSpec
+from monitor.mqtt.outbox import Priority
+from monitor.mqtt.payloads import (
+    ERROR_DESCRIPTIONS,
+    MAX_BATCH_READINGS,
+    MAX_COMMAND_BYTES,
+    SCHEMA_VERSION,
+    AcknowledgeCommand,
+    ActiveAlarms,
+    AlarmMessage,
+    CommandReply,
+    ConsciousnessCommand,
+    DeviceStatus,
+    DoseCommand,
+    EscalationMessage,
+    EscalationReason,
+    PauseCommand,
+    ResumeCommand,
+    ServiceState,
+    ServiceStatus,
+    StatusReason,
+    VitalsBatch,
+    parse_command,
+    reply_for_error,
+    reply_ok,
+)
+from monitor.mqtt.topics import INVALID_SESSION, Topics
+
+__all__ = ["REGENERATE", "render"]
+
+REGENERATE = ".venv/bin/python -m monitor.mqtt.doc > docs/mqtt.md"
+
+_TOPICS = Topics(root="vitals", site="SITE-1")
+_SESSION = "DEMO-MDMA-1"
+_START = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
+_ALARM_ID = uuid.UUID("5a0c35c4-2f7e-5d43-9a55-0d6a7c1f3b21")
+_RUN = uuid.UUID("0f5b8a9e-3c1d-4e2f-8a7b-6c5d4e3f2a1b")
+
+
+def _at(seconds: float) -> dt.datetime:
+    return _START + dt.timedelta(seconds=seconds)
+
+
+def _batch() -> VitalsBatch:
+    readings = (
+        Reading(
+            session=_SESSION,
+            participant="P-001",
+            device="hr-p-001",
+            kind=ReadingKind.HEART_RATE,
+            values={Parameter.HEART_RATE: 92.0},
+            received_at=_at(1.0),
+        ),
+        Reading(
+            session=_SESSION,
+            participant="P-001",
+            device="bp-p-001",
+            kind=ReadingKind.BLOOD_PRESSURE,
+            values={
+                Parameter.SYSTOLIC_BP: 142.0,
+                Parameter.DIASTOLIC_BP: 88.0,
+                Parameter.MEAN_ARTERIAL_BP: 106.0,
+                Parameter.PULSE_RATE: 96.0,
+            },
+            measured_at=_at(1.5),
+            received_at=_at(1.9),
+        ),
+    )
+    return VitalsBatch(
+        gateway="gw-room-1",
+        run=_RUN,
+        sequence=42,
+        session=_SESSION,
+        participant="P-001",
+        sent_at=_at(2.0),
+        readings=readings,
+    )
+
+
+def _device() -> DeviceStatus:
+    event = DeviceEvent(
+        session=_SESSION,
+        participant="P-001",
+        device="spo2-p-001",
+        device_kind=DeviceKind.PULSE_OXIMETER,
+        event=DeviceEventType.STATE_CHANGED,
+        state=DeviceState.LOST,
+        occurred_at=_at(30.0),
+        detail="link dropped; reconnecting",
+    )
+    return DeviceStatus(event=event)
+
+
+def _alarm(**changes: object) -> AlarmEvent:
+    fields: dict[str, object] = {
+        "alarm_id": _ALARM_ID,
+        "session": _SESSION,
+        "participant": "P-001",
+        "rule": "hr-high-high",
+        "parameter": Parameter.HEART_RATE,
+        "priority": AlarmPriority.HIGH,
+        "category": AlarmCategory.PHYSIOLOGICAL,
+        "state": AlarmState.ACTIVE,
+        "value": 134.0,
+        "threshold": 131.0,
+        "message": "Heart rate 134 bpm ≥ 131 for 1 min",
+        "raised_at": _at(10.0),
+        "occurred_at": _at(70.0),
+        "sequence": 7,
+    }
+    fields.update(changes)
+    return AlarmEvent.model_validate(fields)
+
+
+def _snapshots() -> list[ActiveAlarms]:
+    return [
+        ActiveAlarms(session=_SESSION, as_of=_at(70.0), sequence=7, alarms=(_alarm(),)),
+        ActiveAlarms(session=_SESSION, as_of=_at(400.0), sequence=9),
+    ]
+
+
+def _escalation() -> EscalationMessage:
+    event = _alarm(
+        occurred_at=_at(370.0),
+        escalation_level=2,
+        sequence=8,
+        message="Heart rate 134 bpm ≥ 131 for 1 min (escalated to level 2)",
+    )
+    return EscalationMessage(reason=EscalationReason.ESCALATED, event=event)
+
+
+def _commands() -> list[BaseModel]:
+    common = {"schema_version": SCHEMA_VERSION, "session": _SESSION, "staff": "RN-07"}
+    fields: list[tuple[type[BaseModel], dict[str, object]]] = [
+        (
+            AcknowledgeCommand,
+            {"kind": "acknowledge", "command_id": "9b2f6c1e-0001", "issued_at": _at(80.0)}
+            | {"alarm_id": _ALARM_ID},
+        ),
+        (
+            PauseCommand,
+            {"kind": "pause", "command_id": "9b2f6c1e-0002", "issued_at": _at(90.0)}
+            | {"participant": "P-001", "duration_s": 300},
+        ),
+        (
+            ResumeCommand,
+            {"kind": "resume", "command_id": "9b2f6c1e-0003", "issued_at": _at(120.0)}
+            | {"participant": "P-001"},
+        ),
+        (
+            DoseCommand,
+            {"kind": "dose", "command_id": "9b2f6c1e-0004", "issued_at": _at(1805.0)}
+            | {"participant": "P-001", "given_at": _at(1800.0)},
+        ),
+        (
+            ConsciousnessCommand,
+            {"kind": "consciousness", "command_id": "9b2f6c1e-0005", "issued_at": _at(2400.0)}
+            | {"participant": "P-001", "level": Consciousness.VOICE, "observed_at": _at(2395.0)},
+        ),
+    ]
+    return [model.model_validate(common | values) for model, values in fields]
+
+
+def _replies() -> list[CommandReply]:
+    acknowledge, pause = _commands()[:2]
+    assert isinstance(acknowledge, AcknowledgeCommand) and isinstance(pause, PauseCommand)
+    unknown = UnknownAlarmError(f"no alarm {_ALARM_ID} in session {_SESSION}")
+    garbage = parse_command(_TOPICS.command(_SESSION, "pause"), b'{"kind": "pause"')
+    assert not isinstance(garbage, BaseModel)
+    return [
+        reply_ok(acknowledge, alarm_events=1),
+        reply_for_error(acknowledge, unknown),
+        garbage.reply(),
+    ]
+
+
+def _statuses() -> list[ServiceStatus]:
+    def status(state: ServiceState, reason: StatusReason) -> ServiceStatus:
+        return ServiceStatus(
+            service="detector", client_id="monitor-SITE-1-detector", state=state, reason=reason
+        )
+
+    return [
+        status(ServiceState.ONLINE, StatusReason.CONNECTED),
+        status(ServiceState.OFFLINE, StatusReason.SHUTDOWN),
+        status(ServiceState.OFFLINE, StatusReason.CONNECTION_LOST),
+    ]
+
+
+def _examples(spec: TopicSpec) -> list[BaseModel]:
+    examples: dict[str, list[BaseModel]] = {
+        "Readings": [_batch()],
+        "Device status": [_device()],
+        "Alarm events": [AlarmMessage(event=_alarm())],
+        "Active alarms": list(_snapshots()),
+        "Escalations": [_escalation()],
+        "Commands": _commands(),
+        "Command replies": list(_replies()),
+        "Service status": list(_statuses()),
+    }
+    return examples[spec.name]
+
+
+def _example_topic(spec: TopicSpec) -> str:
+    topics: dict[str, str] = {
+        "Readings": _TOPICS.readings(_SESSION, "P-001"),
+        "Device status": _TOPICS.device(_SESSION, "P-001", "spo2-p-001"),
+        "Alarm events": _TOPICS.alarms(_SESSION, "P-001"),
+        "Active alarms": _TOPICS.active_alarms(_SESSION),
+        "Escalations": _TOPICS.escalations(_SESSION, "P-001"),
+        "Commands": _TOPICS.command(_SESSION, "acknowledge"),
+        "Command replies": _TOPICS.replies(_SESSION),
+        "Service status": _TOPICS.status("detector"),
+    }
+    return topics[spec.name]
+
+
+def _roles(roles: tuple[Role, ...]) -> str:
+    return ", ".join(role.value for role in roles)
+
+
+def _schema(model: type[BaseModel]) -> list[str]:
+    text = json.dumps(model.model_json_schema(), indent=2, ensure_ascii=False)
+    return [
+        f"<details><summary>JSON Schema: {model.__name__}</summary>",
+        "",
+        "```json",
+        text,
+        "```",
+        "",
+        "</details>",
+        "",
+    ]
+
+
+def _anchor(name: str) -> str:
+    return name.lower().replace(" ", "-")
+
+
+def _table() -> list[str]:
+    lines = [
+        "| topic | payload | QoS | retained | published by | read by |",
+        "|---|---|---|---|---|---|",
+    ]
+    for spec in TOPICS:
+        payloads = ", ".join(model.__name__ for model in spec.payloads)
+        lines.append(
+            f"| [`{spec.pattern}`](#{_anchor(spec.name)}) | {payloads} | {spec.qos} | "
+            f"{'yes' if spec.retained else 'no'} | {_roles(spec.publishers)} | "
+            f"{_roles(spec.readers)} |"
+        )
+    return [*lines, ""]
+
+
+def _topic_section(spec: TopicSpec) -> list[str]:
+    lines = [
+        f"### {spec.name}",
+        "",
+        f"`<root>/<site>/{spec.pattern}`, e.g. `{_example_topic(spec)}`",
+        "",
+        f"- direction: {_roles(spec.publishers)} → {_roles(spec.readers)}",
+        f"- QoS {spec.qos}, {'retained' if spec.retained else 'not retained'}",
+        f"- payload: {', '.join(f'`{model.__name__}`' for model in spec.payloads)}",
+        "",
+        spec.summary,
+        "",
+    ]
+    if spec.name == "Escalations":
+        lines += _escalation_rule()
+    examples = _examples(spec)
+    lines += ["Example" + ("s" if len(examples) > 1 else "") + ":", "", "```json"]
+    lines += [example.model_dump_json() for example in examples]
+    lines += ["```", ""]
+    for model in spec.payloads:
+        lines += _schema(model)
+    return lines
+
+
+def _escalation_rule() -> list[str]:
+    return [
+        "An alarm event goes to the escalation topic when",
+        "",
+        "1. its `state` is `active` (announced, unacknowledged) and `escalation_level > 0`: "
+        "reason `escalated` (an unacknowledged medium alarm became high at level 1, or an "
+        "unacknowledged high alarm paged the backup at level 2 and up), or",
+        "2. its `state` is `active` and its `priority` is `high`: reason `high_priority` (the "
+        "medical monitor hears of a high alarm at once, not only after the backup interval), or",
+        "3. it is a later event of an alarm that went there under 1 or 2, or it has "
+        "`escalation_level > 0` in any state: reason `update` (acknowledged, priority fell, "
+        "resolved), so the medical monitor also learns that it was handled. After `resolved` the "
+        "alarm is forgotten.",
+        "",
+        "Pending alarms (not yet announced) never go there. The same event is also on the alarm "
+        "topic.",
+        "",
+    ]
+
+
+def _commands_intro() -> list[str]:
+    return [
+        "Every command is a JSON object with `schema_version` "
+        f"({SCHEMA_VERSION}, required), `kind` (equal to the topic's last level), `command_id` "
+        "(chosen by the sender: 1-64 letters, digits, `.`, `_`, `:`, `-`; a UUID fits; echoed in "
+        "the reply), `session` (equal to the topic's), `staff` (the staff member's code, "
+        "required for every command), `issued_at` (the sender's clock, ISO 8601 with offset) and "
+        "its target:",
+        "",
+        "| kind | target and fields | carried out as |",
+        "|---|---|---|",
+        "| `acknowledge` | `alarm_id` | `DetectionPipeline.acknowledge(alarm_id, staff, moment)` |",
+        f"| `pause` | `participant`, `duration_s` (whole seconds, 1-{MAX_PAUSE_S}, default "
+        f"{DEFAULT_PAUSE_S}) | `DetectionPipeline.pause(participant, staff, duration_s, moment)` |",
+        "| `resume` | `participant` | `AlarmLifecycle.resume(participant, staff, t_ms=...)` |",
+        "| `dose` | `participant`, `given_at` | "
+        "`DetectionPipeline.mark_dose(participant, given_at)` |",
+        "| `consciousness` | `participant`, `level` (ACVPU), `observed_at` | "
+        "`DetectionPipeline.set_consciousness(participant, observed_at, level)` |",
+        "",
+        f"Unknown fields are refused, numbers are not read from strings, and a payload over "
+        f"{MAX_COMMAND_BYTES} bytes is refused unread. `parse_command(topic, payload)` never "
+        "raises; it checks, in this order, the topic, the size, the JSON, the retain flag, "
+        "`kind`, `schema_version`, `staff`, the fields, and the payload's `session` against the "
+        "topic's, and the first problem becomes the error reply.",
+        "",
+    ]
+
+
+def _replies_section() -> list[str]:
+    lines = [
+        "## Replies and errors",
+        "",
+        f"Every command gets one reply on `<root>/<site>/replies/<session>` (QoS 1, not "
+        f"retained), `ok: true` or `ok: false` with an `error` code and a human `reason`, "
+        f"carrying the command's `command_id`, `session` and `kind` as far as they could be "
+        f"read. A command whose topic names no valid session is answered on "
+        f"`replies/{INVALID_SESSION}` (no session identifier starts with `_`). Reasons name "
+        f"fields, never echo values from the payload.",
+        "",
+        f"- A command that cannot be parsed is answered at once, but at most "
+        f"{ERROR_REPLY_RATE:g} such replies per second (bursts of {ERROR_REPLY_BURST}): a "
+        "flood of garbage must not crowd alarm events out of the outbox. Further ones are "
+        "counted (`CommandStats.error_replies_suppressed`) and summarised in the log; the "
+        "channel keeps running whatever arrives.",
+        "- A command redelivered with the same `session` and `command_id` (QoS 1 is at least "
+        "once) is not carried out again; its first reply is published again.",
+        "- Commands that parse but cannot be carried out (unknown alarm, alarm still pending, "
+        "pause out of bounds...) are always answered.",
+        "",
+        "| error | meaning |",
+        "|---|---|",
+    ]
+    lines += [f"| `{code.value}` | {text} |" for code, text in ERROR_DESCRIPTIONS.items()]
+    return [*lines, ""]
+
+
+def _connection_section() -> list[str]:
+    backoff = Backoff()
+    return [
+        "## Connections, sessions and the outbox",
+        "",
+        "- **Protocol**: MQTT 5 when the broker speaks it, else 3.1.1 (a broker that refuses "
+        'version 5 with "unsupported protocol version" gets 3.1.1 from then on). All payloads '
+        "are UTF-8 JSON; over MQTT 5 messages carry content type `application/json`.",
+        "- **Persistent sessions**: every service connects with a stable client id (the site "
+        "file's `client_id`, else `monitor-<site>-<service>`; two services must never share "
+        "one) and `clean_start = false` with a session expiry of a day (MQTT 5) or "
+        "`clean_session = false` (3.1.1), so the broker keeps QoS 1 subscriptions and queues "
+        "commands while the detector reconnects.",
+        "- **Credentials**: the user name is in `mqtt.url`; the password comes only from "
+        "`MONITOR_MQTT_PASSWORD`. With `mqtts://` the broker's certificate is verified against "
+        "`mqtt.tls.ca_file` (else the system's CAs), and `cert_file`/`key_file` give a client "
+        "certificate.",
+        f"- **Reconnecting**: after a lost connection the link reconnects at once; failed "
+        f"attempts back off from {backoff.initial_s:g} s doubling up to {backoff.max_s:g} s, "
+        f"each delay drawn from [d/2, d] so gateways do not reconnect in lock step. The link is "
+        f"back within about {backoff.max_s:g} s of the broker.",
+        "- **Outbox**: publishing never blocks. Every message waits in a local outbox until the "
+        "broker acknowledges it, and after a reconnect the unacknowledged ones are sent first, "
+        "in their original order: delivery is at least once, so receivers must tolerate "
+        "duplicates (alarm events: `alarm_id` + `sequence`; reading batches: `gateway` + `run` "
+        "+ `sequence`; replies: `command_id`).",
+        f"- **A full outbox** ({DEFAULT_OUTBOX_CAPACITY} messages by default) keeps what "
+        "matters most: a retained message replaces the queued one of its topic (only the "
+        "latest snapshot or status is worth sending; counted as superseded), else the oldest "
+        "message of the least important class queued goes, in the order "
+        + ", ".join(f"{p.name.lower()}" for p in Priority)
+        + " (readings and device events first, retained state last), and if everything queued "
+        "is more important the new message is refused. Every drop is counted per class and "
+        "logged at ERROR; readings and alarm events are persisted locally as well.",
+        "- **Retained state**: after every connect, the link sends the latest retained message "
+        "of each of its topics again (snapshots, device status), after the backlog: a broker "
+        "that crashed may have lost retained messages since its last save.",
+        "- **Service status**: the detector's link publishes a retained `online` status before "
+        "anything else on each connect, a retained `offline`/`shutdown` as its last message on "
+        "a clean stop, and registers `offline`/`connection_lost` as its last will.",
+        "",
+    ]
+
+
+def _acl_section() -> list[str]:
+    levels = {spec.level: spec for spec in TOPICS}
+    header = "| role | " + " | ".join(f"`{level}`" for level in levels) + " |"
+    lines = [
+        "## Access control",
+        "",
+        "`config/mosquitto/acl` grants each broker user (one per role) exactly this; the tests "
+        "check the file against the table. `W` publish, `R` subscribe.",
+        "",
+        header,
+        "|---|" + "---|" * len(levels),
+    ]
+    for role in Role:
+        cells = []
+        for spec in levels.values():
+            rights = ("W" if role in spec.publishers else "") + (
+                "R" if role in spec.readers else ""
+            )
+            cells.append(rights or "-")
+        lines.append(f"| {role.value} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def render() -> str:
+    """The whole of docs/mqtt.md."""
+    lines = [
+        "# MQTT contract",
+        "",
+        "<!-- Generated from monitor/mqtt by monitor.mqtt.doc; do not edit. Regenerate with:",
+        f"     {REGENERATE} -->",
+        "",
+        "Every topic lives under `<root>/<site>/`: `<root>` is the site file's `mqtt.topic_root` "
+        "(default `vitals`) and `<site>` its `site.code`; the examples use `vitals/SITE-1`. "
+        "Topic levels are identifiers (sessions, devices, services) and pseudonymous participant "
+        "codes (`P-014`), never names. Every payload is a JSON object with `schema_version` "
+        f"(now {SCHEMA_VERSION}); a receiver should refuse a version it does not know. Models "
+        "forbid unknown fields. Reading, alarm and device records are the models of "
+        "`monitor.models` (docs/formats.md) inside an envelope; a reading batch holds at most "
+        f"{MAX_BATCH_READINGS} readings.",
+        "",
+        *_table(),
+        *_connection_section(),
+        "## Topics",
+        "",
+    ]
+    for spec in TOPICS:
+        if spec.name == "Commands":
+            lines += [f"### {spec.name}", "", *_commands_intro()]
+            lines += _topic_section(spec)[2:]
+        else:
+            lines += _topic_section(spec)
+    lines += [*_replies_section(), *_acl_section()]
+    while lines[-1] == "":
+        lines.pop()
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

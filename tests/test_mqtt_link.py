@@ -1,0 +1,552 @@
+"""The broker link against a real Mosquitto: outages, garbage, retained state and the last will."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import getpass
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from monitor.alerts.pipeline import DetectionPipeline
+from monitor.alerts.rules import CompiledRule, LimitSpec, RuleSet
+from monitor.config import MqttConfig, MqttTls, Secrets
+from monitor.models import AlarmPriority, AlarmState, Parameter, Reading, ReadingKind
+from monitor.mqtt.client import (
+    AlarmPublisher,
+    CommandChannel,
+    GatewayPublisher,
+    Incoming,
+    MqttLink,
+    Subscription,
+)
+from monitor.mqtt.payloads import (
+    AcknowledgeCommand,
+    ActiveAlarms,
+    CommandReply,
+    EscalationMessage,
+    EscalationReason,
+    ServiceStatus,
+    VitalsBatch,
+    reply_for_error,
+    reply_ok,
+)
+from monitor.mqtt.topics import Topics
+from monitor.mqtt.tracking import BatchNumbering, SequenceTracker
+from tests.services import Mosquitto, free_port
+
+pytestmark = [pytest.mark.network, pytest.mark.asyncio]
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPICS = Topics(root="vitals", site="SITE-1")
+SESSION = "S-1"
+T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
+
+
+@contextlib.asynccontextmanager
+async def broker(workdir: Path) -> AsyncIterator[Mosquitto]:
+    """An anonymous broker; starting and stopping run in threads (they poll and wait)."""
+    server = Mosquitto(
+        workdir,
+        extra_config=(
+            f"user {getpass.getuser()}\n"  # as root, stay root: the temp folder is root's
+            "allow_anonymous true\n"
+            "set_tcp_nodelay true\n"
+            "max_queued_messages 20000\n"
+        ),
+    )
+    await asyncio.to_thread(server.start)
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+def link(port: int, client_id: str, **options: object) -> MqttLink:
+    return MqttLink(host="127.0.0.1", port=port, client_id=client_id, **options)  # type: ignore[arg-type]
+
+
+async def next_message(subscription: Subscription, seconds: float = 10) -> Incoming:
+    async with asyncio.timeout(seconds):
+        return await anext(subscription)
+
+
+@pytest.mark.timeout(60)
+async def test_qos1_messages_survive_a_broker_kill_in_order(tmp_path: Path) -> None:
+    total, kill_at, restart_at = 1500, 500, 1000
+    participants = ("P-001", "P-002", "P-003")
+    async with broker(tmp_path / "broker") as server:
+        detector = link(server.port, "detector")
+        received = detector.subscribe(TOPICS.readings_filter)
+        gateway_link = link(server.port, "gateway-1", status_topic=TOPICS.status("gateway-1"))
+        gateway = GatewayPublisher(gateway_link, TOPICS, BatchNumbering("gateway-1"))
+        tracker = SequenceTracker()
+        order: list[int] = []  # batch n carries a reading received n ms after T0
+        complete = asyncio.Event()
+
+        async def count() -> None:
+            async for message in received:
+                batch = VitalsBatch.model_validate_json(message.payload)
+                if tracker.observe(batch):
+                    order.append(
+                        (batch.readings[0].received_at - T0) // dt.timedelta(milliseconds=1)
+                    )
+                if len(order) == total:
+                    complete.set()
+
+        async with detector, gateway_link, asyncio.TaskGroup() as group:
+            async with asyncio.timeout(10):
+                await detector.wait_connected()
+                await gateway_link.wait_connected()
+                # the broker saves sessions every second: let it save the detector's
+                await asyncio.to_thread(_wait_for_save, server.workdir / "data" / "mosquitto.db")
+            counting = group.create_task(count())
+            back_after: dict[str, float] = {}
+            for n in range(total):
+                reading = _heart_rate(0, 80.0, participants[n % 3], ms=n)
+                gateway.readings([reading], sent_at=reading.received_at)
+                if n == kill_at:
+                    await asyncio.to_thread(server.stop, kill=True)
+                    async with asyncio.timeout(10):
+                        await gateway_link.wait_disconnected()
+                if n == restart_at:
+                    await asyncio.to_thread(server.start)
+                    started = time.monotonic()
+                    async with asyncio.timeout(5):
+                        await gateway_link.wait_connected()
+                        back_after["gateway"] = time.monotonic() - started
+                        await detector.wait_connected()
+                        back_after["detector"] = time.monotonic() - started
+                await asyncio.sleep(0.002)  # a steady stream, not a burst
+            async with asyncio.timeout(20):
+                await complete.wait()
+            counting.cancel()
+
+    assert order == list(range(total)), "lost or out of order"
+    assert (tracker.stats.lost, tracker.stats.late, tracker.stats.restarts) == (0, 0, 0)
+    assert tracker.stats.duplicates <= gateway_link.stats.redelivered + 64  # at least once
+    assert gateway_link.stats.reconnects == 1
+    assert gateway_link.stats.published >= total
+    assert gateway_link.stats.queued_max >= restart_at - kill_at - 1  # queued while away
+    assert max(back_after.values()) < 5, back_after
+
+
+def _wait_for_save(path: Path) -> None:
+    """Until Mosquitto has written its database again (blocking: run it in a thread)."""
+
+    def stamp() -> int | None:
+        return path.stat().st_mtime_ns if path.exists() else None
+
+    before = stamp()
+    deadline = time.monotonic() + 10
+    while stamp() in (None, before):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} was not saved")
+        time.sleep(0.05)
+
+
+def _garbage(rng: random.Random, index: int) -> tuple[str, bytes]:
+    """One of many kinds of wrong command, on a command topic."""
+    good: dict[str, object] = {
+        "schema_version": 1,
+        "kind": "pause",
+        "command_id": f"g-{index}",
+        "session": SESSION,
+        "staff": "RN-07",
+        "issued_at": "2025-03-01T09:00:00Z",
+        "participant": "P-001",
+    }
+    topic = TOPICS.command(SESSION, "pause")
+    match index % 10:
+        case 0:
+            return topic, bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80)))
+        case 1:
+            return topic, json.dumps(good).encode()[: rng.randrange(1, 40)]
+        case 2:
+            return topic, json.dumps([good]).encode()
+        case 3:
+            return topic, json.dumps(good | {"schema_version": 2}).encode()
+        case 4:
+            return topic, json.dumps({k: v for k, v in good.items() if k != "staff"}).encode()
+        case 5:
+            return f"{TOPICS.base}/commands/{SESSION}/reboot", json.dumps(good).encode()
+        case 6:
+            return f"{TOPICS.base}/commands/_bad/pause", json.dumps(good).encode()
+        case 7:
+            return topic, json.dumps(good | {"duration_s": 86400}).encode()
+        case 8:
+            return topic, b"x" * 20_000
+        case _:
+            return topic, json.dumps(good | {"kind": "acknowledge"}).encode()
+
+
+@pytest.mark.timeout(60)
+async def test_ten_thousand_garbage_commands_do_not_stop_the_channel(tmp_path: Path) -> None:
+    rng = random.Random(8)
+    async with broker(tmp_path / "broker") as server:
+        sender = link(server.port, "dashboard-flood", outbox_capacity=20_000)
+        watcher = link(server.port, "dashboard-watch")
+        replies = watcher.subscribe(TOPICS.replies_filter)
+        detector = link(server.port, "detector", status_topic=TOPICS.status("detector"))
+        channel = CommandChannel(detector, TOPICS)
+        valid = {
+            "schema_version": 1,
+            "kind": "acknowledge",
+            "command_id": "final",
+            "session": SESSION,
+            "staff": "RN-07",
+            "issued_at": "2025-03-01T09:00:00Z",
+            "alarm_id": "5a0c35c4-2f7e-5d43-9a55-0d6a7c1f3b21",
+        }
+        ack_topic = TOPICS.command(SESSION, "acknowledge")
+        carried_out: list[AcknowledgeCommand] = []
+
+        async def serve() -> None:
+            async for command in channel:
+                assert isinstance(command, AcknowledgeCommand)
+                carried_out.append(command)
+                channel.reply(reply_ok(command))
+
+        async with sender, watcher:
+            async with asyncio.timeout(10):
+                await sender.wait_connected()
+                await watcher.wait_connected()
+                # a retained command waits on the broker; the detector gets it when it subscribes
+                kept = valid | {"command_id": "kept"}
+                sender.publish(ack_topic, json.dumps(kept).encode(), retain=True)
+                await sender.drain()
+            async with detector, asyncio.TaskGroup() as group:
+                serving = group.create_task(serve())
+                async with asyncio.timeout(10):
+                    await detector.wait_connected()
+                for index in range(10_000):
+                    sender.publish(*_garbage(rng, index))
+                sender.publish(ack_topic, json.dumps(valid).encode())
+                sender.publish(ack_topic, json.dumps(valid).encode())  # a redelivery
+
+                answers: list[CommandReply] = []
+                async with asyncio.timeout(30):
+                    async for message in replies:
+                        answers.append(CommandReply.model_validate_json(message.payload))
+                        if sum(answer.command_id == "final" for answer in answers) == 2:
+                            break
+                assert not serving.done()
+                assert detector.is_connected
+                serving.cancel()
+
+    stats = channel.stats
+    assert stats.received == 10_003
+    assert sum(stats.errors.values()) == 10_001
+    assert stats.errors["retained"] == 1
+    assert set(stats.errors) == {
+        "invalid_json",
+        "invalid_command",
+        "unsupported_schema_version",
+        "missing_staff",
+        "unknown_kind",
+        "invalid_topic",
+        "too_large",
+        "topic_mismatch",
+        "retained",
+    }
+    assert stats.error_replies + stats.error_replies_suppressed == 10_001
+    assert stats.error_replies >= 20  # the burst, then the rate
+    assert stats.error_replies_suppressed > 9_000
+    assert (stats.commands, stats.duplicates) == (1, 1)
+    assert [command.command_id for command in carried_out] == ["final"]
+    errors = [answer for answer in answers if not answer.ok]
+    assert len(errors) == stats.error_replies
+    assert errors[0].error == "retained"
+    assert [answer.ok for answer in answers if answer.command_id == "final"] == [True, True]
+
+
+def _rule_set() -> RuleSet:
+    rule = CompiledRule(
+        id="hr-high",
+        spec=LimitSpec(Parameter.HEART_RATE, high=True, threshold=131.0, inclusive=True),
+        priority=AlarmPriority.HIGH,
+    )
+    return RuleSet.build({"P-001": [rule]})
+
+
+def _heart_rate(seconds: int, bpm: float, participant: str = "P-001", *, ms: int = 0) -> Reading:
+    return Reading(
+        session=SESSION,
+        participant=participant,
+        device=f"hr-{participant}",
+        kind=ReadingKind.HEART_RATE,
+        values={Parameter.HEART_RATE: bpm},
+        received_at=T0 + dt.timedelta(seconds=seconds, milliseconds=ms),
+    )
+
+
+@pytest.mark.timeout(60)
+async def test_a_late_dashboard_sees_the_current_snapshot_at_once(tmp_path: Path) -> None:
+    pipeline = DetectionPipeline(_rule_set(), session=SESSION, origin=T0)
+    async with broker(tmp_path / "broker") as server:
+        detector = link(server.port, "detector", status_topic=TOPICS.status("detector"))
+        medical = link(server.port, "medical-monitor")
+        escalations = medical.subscribe(TOPICS.escalations_filter)
+        async with detector, medical:
+            async with asyncio.timeout(10):
+                await medical.wait_connected()
+            publisher = AlarmPublisher(detector, TOPICS)
+            publisher.snapshot(SESSION, pipeline.active(), T0)  # at start-up: nothing active
+            events = pipeline.feed(_heart_rate(s, 140.0) for s in range(1, 4))
+            events += pipeline.advance(T0 + dt.timedelta(seconds=4))
+            assert [event.state for event in events] == [AlarmState.ACTIVE]
+            publisher.publish(SESSION, events, pipeline.active(), T0 + dt.timedelta(seconds=4))
+            async with asyncio.timeout(10):
+                await detector.drain()
+
+            late = await _snapshot_of_late_subscriber(server.port, "dashboard-late-1")
+            assert [alarm.alarm_id for alarm in late.alarms] == [events[0].alarm_id]
+            assert late.sequence == events[0].sequence
+
+            # the condition clears: a high alarm latches until staff acknowledge it
+            events = pipeline.feed(_heart_rate(s, 80.0) for s in range(5, 8))
+            moment = T0 + dt.timedelta(seconds=8)
+            events += pipeline.advance(moment)
+            events += pipeline.acknowledge(str(late.alarms[0].alarm_id), "RN-07", moment)
+            assert events[-1].state is AlarmState.RESOLVED
+            publisher.publish(SESSION, events, pipeline.active(), moment)
+            async with asyncio.timeout(10):
+                await detector.drain()
+
+            cleared = await _snapshot_of_late_subscriber(server.port, "dashboard-late-2")
+            assert cleared.alarms == ()
+            assert cleared.sequence == events[-1].sequence
+
+            paged = [
+                EscalationMessage.model_validate_json((await next_message(escalations)).payload)
+                for _ in range(1 + len(events))
+            ]
+            # the latched alarm is still active and high; its resolution is the update
+            assert [message.reason for message in paged] == [
+                EscalationReason.HIGH_PRIORITY,
+                EscalationReason.HIGH_PRIORITY,
+                EscalationReason.UPDATE,
+            ]
+            assert paged[1].event.condition_cleared
+            reply = reply_for_error(
+                AcknowledgeCommand.model_validate(
+                    {
+                        "schema_version": 1,
+                        "kind": "acknowledge",
+                        "command_id": "c-1",
+                        "session": SESSION,
+                        "staff": "RN-07",
+                        "issued_at": moment,
+                        "alarm_id": events[-1].alarm_id,
+                    }
+                ),
+                _lifecycle_error(pipeline, str(events[-1].alarm_id), moment),
+            )
+            assert reply.error == "alarm_resolved"
+
+
+def _lifecycle_error(pipeline: DetectionPipeline, alarm_id: str, moment: dt.datetime) -> Exception:
+    try:
+        pipeline.acknowledge(alarm_id, "RN-07", moment)
+    except Exception as error:
+        return error
+    raise AssertionError("acknowledging a resolved alarm should fail")
+
+
+async def _snapshot_of_late_subscriber(port: int, client_id: str) -> ActiveAlarms:
+    late = link(port, client_id)
+    snapshots = late.subscribe(TOPICS.active_alarms_filter)
+    async with late:
+        message = await next_message(snapshots, 5)
+    assert message.retain
+    return ActiveAlarms.model_validate_json(message.payload)
+
+
+_DOOMED = """
+import asyncio, sys
+from monitor.mqtt.client import MqttLink
+
+async def main() -> None:
+    link = MqttLink(host="127.0.0.1", port=int(sys.argv[1]), client_id="doomed",
+                    status_topic=sys.argv[2], service="detector")
+    async with link:
+        await link.wait_connected()
+        print("online", flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(60)
+async def test_the_last_will_says_offline_when_the_service_is_killed(tmp_path: Path) -> None:
+    status_topic = TOPICS.status("detector")
+    async with broker(tmp_path / "broker") as server:
+        dashboard = link(server.port, "dashboard")
+        statuses = dashboard.subscribe(TOPICS.status_filter)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _DOOMED,
+            str(server.port),
+            status_topic,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert child.stdout is not None
+            async with asyncio.timeout(20):
+                assert await child.stdout.readline() == b"online\n"
+            async with dashboard:
+                online = ServiceStatus.model_validate_json((await next_message(statuses)).payload)
+                assert (online.state, online.reason) == ("online", "connected")
+                child.send_signal(signal.SIGKILL)
+                await child.wait()
+                will = ServiceStatus.model_validate_json((await next_message(statuses)).payload)
+                assert (will.state, will.reason, will.client_id) == (
+                    "offline",
+                    "connection_lost",
+                    "doomed",
+                )
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+
+
+@pytest.mark.timeout(60)
+async def test_a_clean_stop_says_offline_itself(tmp_path: Path) -> None:
+    async with broker(tmp_path / "broker") as server:
+        async with link(server.port, "detector", status_topic=TOPICS.status("detector")) as gone:
+            async with asyncio.timeout(10):
+                await gone.wait_connected()
+        late = link(server.port, "dashboard")
+        statuses = late.subscribe(TOPICS.status_filter)
+        async with late:
+            status = ServiceStatus.model_validate_json((await next_message(statuses)).payload)
+        assert (status.state, status.reason) == ("offline", "shutdown")
+
+
+async def _v311_only(upstream: int) -> tuple[asyncio.Server, int]:
+    """A stand-in for a broker that speaks only MQTT 3.1.1: it refuses a version 5 CONNECT the
+    way such a broker does (CONNACK, return code 1) and passes everything else to Mosquitto.
+    Mosquitto itself cannot be told to refuse version 5."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await relay(reader, writer)
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        header = await reader.readexactly(1)
+        length, shift, raw = 0, 0, b""
+        while True:
+            byte = await reader.readexactly(1)
+            raw += byte
+            length |= (byte[0] & 0x7F) << shift
+            shift += 7
+            if not byte[0] & 0x80:
+                break
+        body = await reader.readexactly(length)
+        if body[6] == 5:  # protocol level after the protocol name "MQTT"
+            writer.write(b"\x20\x02\x00\x01")
+            await writer.drain()
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+        up_writer.write(header + raw + body)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(pipe(reader, up_writer))
+            group.create_task(pipe(up_reader, writer))
+
+    port = free_port()
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    return server, port
+
+
+@pytest.mark.timeout(60)
+async def test_a_broker_without_mqtt5_gets_311(tmp_path: Path) -> None:
+    async with broker(tmp_path / "broker") as server:
+        proxy, port = await _v311_only(server.port)
+        async with proxy:
+            old = link(port, "old-broker-client")
+            echo = old.subscribe("echo/#")
+            async with old:
+                async with asyncio.timeout(10):
+                    await old.wait_connected()
+                old.publish("echo/1", b'{"hello": 1}')
+                message = await next_message(echo)
+            assert message.payload == b'{"hello": 1}'
+            assert old.stats.protocol == "3.1.1"
+            assert old.stats.connect_failures == 1
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A throwaway CA, a broker certificate for 127.0.0.1 and a client certificate (blocking)."""
+    folder.mkdir()
+    names = {name: folder / f"{name}.pem" for name in ("ca", "broker", "client")}
+    keys = {name: folder / f"{name}-key.pem" for name in names}
+    ext = folder / "san.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*args: str | Path) -> None:
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=30)
+
+    openssl("req", "-x509", *ec, "-keyout", keys["ca"], "-out", names["ca"], "-subj", "/CN=ca")
+    for name in ("broker", "client"):
+        csr = folder / f"{name}.csr"
+        openssl("req", *ec, "-keyout", keys[name], "-out", csr, "-subj", f"/CN={name}")
+        extra: list[str | Path] = ["-extfile", ext] if name == "broker" else []
+        signing = ["-CA", names["ca"], "-CAkey", keys["ca"], "-CAcreateserial", *extra]
+        openssl("x509", "-req", "-in", csr, *signing, "-out", names[name], "-days", "1")
+    return {**names, **{f"{name}-key": path for name, path in keys.items()}}
+
+
+@pytest.mark.timeout(60)
+async def test_mutual_tls_from_the_site_config(tmp_path: Path) -> None:
+    files = await asyncio.to_thread(_certificates, tmp_path / "certs")
+    server = Mosquitto(
+        tmp_path / "broker",
+        extra_config=(
+            f"user {getpass.getuser()}\n"
+            "allow_anonymous true\n"
+            f"cafile {files['ca']}\n"
+            f"certfile {files['broker']}\n"
+            f"keyfile {files['broker-key']}\n"
+            "require_certificate true\n"
+            "tls_version tlsv1.2\n"
+        ),
+    )
+    await asyncio.to_thread(server.start)
+    try:
+        config = MqttConfig(
+            url=f"mqtts://127.0.0.1:{server.port}",
+            tls=MqttTls(
+                ca_file=files["ca"], cert_file=files["client"], key_file=files["client-key"]
+            ),
+        )
+        secure = MqttLink.from_config(config, topics=TOPICS, service="detector", secrets=Secrets())
+        echo = secure.subscribe("echo/#")
+        async with secure:
+            async with asyncio.timeout(10):
+                await secure.wait_connected()
+            secure.publish("echo/tls", b'{"over": "tls"}')
+            assert (await next_message(echo)).payload == b'{"over": "tls"}'
+    finally:
+        await asyncio.to_thread(server.stop)
