@@ -373,6 +373,7 @@ async def test_records_land_in_influxdb(influx: InfluxDB, tmp_path: Path, api: s
         "priority": "high",
         "category": "physiological",
         "state": "acknowledged",
+        "seq": "4",
     }
     assert rows(alarms) == [
         {

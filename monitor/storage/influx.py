@@ -193,6 +193,9 @@ def alarm_point(event: AlarmEvent, *, site: str) -> SpoolPoint:
         "priority": event.priority.value,
         "category": event.category.value,
         "state": event.state.value,
+        # Several transitions can share an instant and every tag above (escalation steps due at
+        # one tick); without this they would be one point, and InfluxDB would keep only the last.
+        "seq": str(event.sequence),
     }
     fields: dict[str, FieldValue] = {
         "alarm_id": str(event.alarm_id),
