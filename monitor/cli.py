@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from monitor.clock import Clock
     from monitor.config import SiteConfig
     from monitor.devices.connector import BleBackend
+    from monitor.models import DoseMarker
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -87,7 +88,9 @@ def _record(args: argparse.Namespace) -> int:
         simulation = None
         if args.simulate is not None:
             clock = AcceleratedClock(SystemClock().now(), args.speed)
-            simulated = await _simulation(args.simulate, clock, config, args.out)
+            simulated = await _simulation(
+                args.simulate, clock, config, markers_file=args.out / "markers.jsonl"
+            )
             if simulated is None:
                 return EXIT_BAD_INPUT
             backend, simulation = simulated
@@ -107,12 +110,18 @@ def _record(args: argparse.Namespace) -> int:
 
 
 async def _simulation(
-    scenario_name: str, clock: Clock, config: SiteConfig, out: Path
-) -> tuple[BleBackend, contextlib.AbstractAsyncContextManager[object]] | None:
+    scenario_name: str,
+    clock: Clock,
+    config: SiteConfig,
+    *,
+    start_s: float = 0.0,
+    markers_file: Path | None = None,
+) -> tuple[BleBackend, contextlib.AbstractAsyncContextManager[list[DoseMarker]]] | None:
     """The virtual radio and a scenario's wearables; the CLI is the one door into simulators.
 
-    The scenario's dose times are written to ``out/markers.jsonl`` (``DoseMarker``), so that
-    ``monitor replay`` of the recording fixes the same pre-dose baselines the service would.
+    Entering the returned context starts the wearables and yields the scenario's dose markers
+    (as staff would enter them), also written to ``markers_file`` when given, so that ``monitor
+    replay`` of a recording fixes the same pre-dose baselines the service does.
     """
     from monitor.devices.connector import BleBackend  # noqa: PLC0415
     from monitor.jsonl import JsonlWriter  # noqa: PLC0415
@@ -124,10 +133,15 @@ async def _simulation(
     logging.getLogger("bumble").setLevel(logging.ERROR)  # the emulated controller is chatty
     try:
         scenario = load_scenario(scenario_name)
-    except ScenarioError as error:
+        radio = VirtualRadio()
+        # Device clocks keep the site's local time, as staff set them; the connector reads
+        # their naive timestamps in that zone.
+        simulated = SimulatedSession(
+            scenario, radio, clock, start_s=start_s, device_timezone=config.site.zone
+        )
+    except (ScenarioError, ValueError) as error:
         print(f"--simulate: {error}", file=sys.stderr)
         return None
-    radio = VirtualRadio()
     session_of = {
         participant.code: session.id
         for session in config.sessions
@@ -135,24 +149,81 @@ async def _simulation(
     }
 
     @contextlib.asynccontextmanager
-    async def wearables() -> AsyncIterator[object]:
-        async with radio, SimulatedSession(scenario, radio, clock) as session:
-            async with JsonlWriter(out / "markers.jsonl") as markers:
-                for participant in scenario.participants:
-                    if participant.code not in session_of:
-                        continue
-                    for dose in participant.doses:
-                        markers.put(
-                            DoseMarker(
-                                session=session_of[participant.code],
-                                participant=participant.code,
-                                given_at=session.wall_time(dose.at_s),
-                            )
-                        )
-            yield session
+    async def wearables() -> AsyncIterator[list[DoseMarker]]:
+        async with radio, simulated as session:
+            markers = [
+                DoseMarker(
+                    session=session_of[participant.code],
+                    participant=participant.code,
+                    given_at=session.wall_time(dose.at_s),
+                )
+                for participant in scenario.participants
+                if participant.code in session_of
+                for dose in participant.doses
+            ]
+            if markers_file is not None:
+                async with JsonlWriter(markers_file) as writer:
+                    for marker in markers:
+                        writer.put(marker)
+            yield markers
 
     backend = BleBackend(scanner=radio.scanner_backend, client=radio.client_backend)
     return backend, wearables()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from monitor.clock import AcceleratedClock, SystemClock  # noqa: PLC0415
+    from monitor.devices.connector import BleBackend  # noqa: PLC0415
+    from monitor.service import RunOptions, Service  # noqa: PLC0415
+
+    config = _load_config_or_report(args.config)
+    if config is None:
+        return EXIT_BAD_INPUT
+    if args.simulate is None and (args.speed != 1.0 or args.start != 0.0):
+        print("--speed and --start only apply with --simulate", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    live = sys.stdout.isatty() and not args.no_live
+    if live:  # log lines would tear the live view apart: they go to a file beside the store
+        log_file = args.store.parent / "monitor.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().handlers[:] = [handler]
+        logging.getLogger().setLevel(logging.INFO)
+    options = RunOptions(
+        store=args.store,
+        duration_s=args.duration,
+        record=args.record,
+        wait_for_devices_s=30.0 if args.simulate is not None else 0.0,
+        http=args.http,
+        live=live,
+    )
+
+    async def main() -> int:
+        clock: Clock = SystemClock()
+        backend = BleBackend()
+        simulation = None
+        if args.simulate is not None:
+            clock = AcceleratedClock(SystemClock().now(), args.speed)
+            markers_file = None if args.record is None else args.record / "markers.jsonl"
+            simulated = await _simulation(
+                args.simulate, clock, config, start_s=args.start, markers_file=markers_file
+            )
+            if simulated is None:
+                return EXIT_BAD_INPUT
+            backend, simulation = simulated
+        service = Service(
+            config, clock=clock, backend=backend, options=options, simulation=simulation
+        )
+        try:
+            summary = await service.run()
+        except ValueError as error:  # a connection setting from the environment, named
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print("\n".join(summary.lines()))
+        return EXIT_OK
+
+    return _run_until_signal(main())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +272,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --simulate: run session time N times faster than real time (default 1)",
     )
     rec.set_defaults(handler=_record)
+
+    run = commands.add_parser(
+        "run",
+        help="run the monitoring service: wearables, detection, alarms over MQTT, storage",
+        description=(
+            "Connect to the configured wearables, detect, publish every alarm transition over "
+            "MQTT and store every reading and alarm (InfluxDB, or the local store). Without a "
+            "broker or database configured (site file or MONITOR_MQTT_URL / MONITOR_INFLUX_URL) "
+            "it runs an embedded broker on loopback and keeps everything in the local store. "
+            "Stops on SIGINT/SIGTERM or after --duration."
+        ),
+    )
+    run.add_argument("--config", type=Path, required=True, metavar="FILE", help="site config")
+    run.add_argument("--simulate", metavar="SCENARIO", help="run a simulated scenario's wearables")
+    run.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        metavar="N",
+        help="with --simulate: session time N times faster than real time (default 1)",
+    )
+    run.add_argument(
+        "--start",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="with --simulate: begin at session time S seconds (default 0)",
+    )
+    run.add_argument(
+        "--duration", type=_positive_float, metavar="S", help="stop after S wall-clock seconds"
+    )
+    run.add_argument(
+        "--record",
+        type=Path,
+        metavar="DIR",
+        help="also write DIR/readings.jsonl, DIR/alarms.jsonl and DIR/device-events.jsonl",
+    )
+    run.add_argument(
+        "--store",
+        type=Path,
+        default=Path("var/monitor-store.sqlite"),
+        metavar="FILE",
+        help="the spool / local store (SQLite; default var/monitor-store.sqlite)",
+    )
+    run.add_argument(
+        "--http",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port)",
+    )
+    run.add_argument(
+        "--no-live",
+        action="store_true",
+        help="no live terminal view (it is shown only when stdout is a terminal anyway)",
+    )
+    run.set_defaults(handler=_run)
 
     replay = commands.add_parser(
         "replay",
@@ -286,6 +413,13 @@ def _bench_detect(args: argparse.Namespace) -> int:
         print("error: engine and reference outputs differ", file=sys.stderr)
         return 1
     return EXIT_OK
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, e.g. 127.0.0.1:9100: {text!r}")
+    return host.strip("[]"), int(port)
 
 
 def _positive_int(text: str) -> int:

@@ -210,6 +210,10 @@ class DetectionPipeline:
         """Pause a participant's physiological alarms for a bounded time (advance first, too)."""
         return self._emit(self.lifecycle.pause(participant, staff, duration_s, t_ms=to_ms(moment)))
 
+    def resume(self, participant: str, staff: str, moment: dt.datetime) -> list[AlarmEvent]:
+        """End a participant's pause before it expires (advance first, too)."""
+        return self._emit(self.lifecycle.resume(participant, staff, t_ms=to_ms(moment)))
+
     def active(self) -> list[AlarmEvent]:
         """The current alarms (the snapshot a late dashboard needs)."""
         return self.lifecycle.active()

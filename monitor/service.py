@@ -1,0 +1,578 @@
+"""``monitor run``: wearables -> detection -> alarms to the people who must act; everything kept.
+
+One TaskGroup holds the whole service: a BLE connector per room, the detection loop (one
+:class:`DetectionPipeline` per session), the staff command channel, the InfluxDB writer and the
+optional live view and HTTP server. Every connection is an async context manager entered on one
+``AsyncExitStack``, so SIGINT/SIGTERM (cancellation) closes them in reverse order: the wearables
+stop, the last events are flushed to the spool and the outbox, the broker sees a clean
+``offline``.
+
+Where things go:
+
+- every reading and device event: the spool (-> InfluxDB or the local store), MQTT for
+  dashboards, ``--record`` files;
+- every alarm transition: a log line, MQTT (event, escalation when it applies, the session's
+  retained snapshot), the spool, ``--record``'s ``alarms.jsonl``. Nothing is dropped: the outbox
+  and the spool are the two places an event waits when a broker or database is away.
+
+Connection settings: the site file, overridden by ``MONITOR_MQTT_URL`` / ``MONITOR_INFLUX_*``.
+Without a broker the embedded one (:mod:`monitor.broker`) runs on loopback; without InfluxDB the
+spool file is the local store (``monitor export`` reads it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Literal
+
+from monitor.alerts.compile import compile_rules
+from monitor.alerts.inputs import Consciousness
+from monitor.alerts.pipeline import DetectionPipeline
+from monitor.broker import EmbeddedBroker
+from monitor.clock import Clock
+from monitor.config import MqttConfig, Secrets, SiteConfig
+from monitor.devices.connector import BleBackend, Connector, ConnectorSettings
+from monitor.jsonl import JsonlWriter
+from monitor.live import LiveState, run_live_view
+from monitor.metrics import HttpServer, Metrics, metrics_route
+from monitor.models import (
+    AlarmEvent,
+    AlarmPriority,
+    AlarmState,
+    DeviceEvent,
+    DeviceState,
+    DoseMarker,
+    Reading,
+)
+from monitor.mqtt.client import AlarmPublisher, CommandChannel, GatewayPublisher, MqttLink
+from monitor.mqtt.payloads import (
+    MAX_BATCH_READINGS,
+    AcknowledgeCommand,
+    Command,
+    ConsciousnessCommand,
+    DoseCommand,
+    PauseCommand,
+    ResumeCommand,
+    reply_for_error,
+    reply_ok,
+)
+from monitor.mqtt.topics import Topics
+from monitor.mqtt.tracking import BatchNumbering
+from monitor.recording import bindings_by_room
+from monitor.storage import InfluxWriter, Spool, resolve_influx_config, to_point
+
+__all__ = ["MQTT_URL_ENV", "RunOptions", "Service", "ServiceSummary", "mqtt_settings"]
+
+MQTT_URL_ENV = "MONITOR_MQTT_URL"
+SERVICE_NAME = "detector"
+DRAIN_TIMEOUT_S = 10.0
+BATCH_INTERVAL_S = 0.25  # wall time between detection passes; readings wait at most this long
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What the command line chose; defaults are those of a clinic deployment."""
+
+    store: Path = Path("var/monitor-store.sqlite")
+    duration_s: float | None = None
+    record: Path | None = None
+    wait_for_devices_s: float = 0.0  # simulations: start detection once every device is on air
+    http: tuple[str, int] | None = None  # /metrics (and later the dashboard) on HOST:PORT
+    live: bool = False  # the live terminal view on stdout
+
+
+@dataclasses.dataclass(slots=True)
+class ServiceSummary:
+    """What a run did, for the exit report and the tests."""
+
+    readings: int = 0
+    device_events: int = 0
+    alarm_events: int = 0
+    commands: int = 0
+    command_errors: int = 0
+    mqtt_url: str = ""
+    influx: str = "local store"
+    by_priority: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+
+    def lines(self) -> list[str]:
+        priorities = ", ".join(f"{n} {p}" for p, n in sorted(self.by_priority.items())) or "none"
+        return [
+            f"readings: {self.readings}",
+            f"device events: {self.device_events}",
+            f"alarm events: {self.alarm_events} ({priorities})",
+            f"commands: {self.commands} carried out, {self.command_errors} refused",
+            f"MQTT: {self.mqtt_url}",
+            f"storage: {self.influx}",
+        ]
+
+
+def mqtt_settings(config: SiteConfig, environ: Mapping[str, str]) -> MqttConfig | None:
+    """The site's broker with ``MONITOR_MQTT_URL`` on top; None means the embedded broker."""
+    url = environ.get(MQTT_URL_ENV) or None
+    if url is None:
+        return config.mqtt
+    base = config.mqtt.model_dump() if config.mqtt is not None else {}
+    try:
+        return MqttConfig.model_validate({**base, "url": url})
+    except ValueError as error:
+        msg = f"{MQTT_URL_ENV}: {error}"
+        raise ValueError(msg) from None
+
+
+class Service:
+    """The whole of ``monitor run`` for one site (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: SiteConfig,
+        *,
+        clock: Clock,
+        backend: BleBackend,
+        options: RunOptions,
+        simulation: AbstractAsyncContextManager[Sequence[DoseMarker]] | None = None,
+        environ: Mapping[str, str] | None = None,
+        on_reading: Callable[[Reading], None] | None = None,
+        on_device_event: Callable[[DeviceEvent], None] | None = None,
+        on_alarms: Callable[[str, Sequence[AlarmEvent]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.options = options
+        self.summary = ServiceSummary()
+        self._backend = backend
+        self._simulation = simulation
+        self._environ = os.environ if environ is None else environ
+        self._live = LiveState(config)
+
+        def on_alarms_seen(session: str, active: Sequence[AlarmEvent]) -> None:
+            self._live.on_alarms(session, active)
+            if on_alarms is not None:
+                on_alarms(session, active)
+
+        def on_reading_seen(reading: Reading) -> None:
+            self._live.on_reading(reading)
+            if on_reading is not None:
+                on_reading(reading)
+
+        def on_device_event_seen(event: DeviceEvent) -> None:
+            self._live.on_device_event(event)
+            if on_device_event is not None:
+                on_device_event(event)
+
+        self._observers = (on_reading_seen, on_device_event_seen, on_alarms_seen)
+        self._readings: list[Reading] = []
+        self._device_events: list[DeviceEvent] = []
+        self._wake = asyncio.Event()
+        self._pipelines: dict[str, DetectionPipeline] = {}
+        self._markers: list[DoseMarker] = []  # scheduled dose markers (a simulated session's)
+        self._connectors: list[Connector] = []
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self) -> ServiceSummary:
+        """Run until ``duration_s`` passes or the task is cancelled (SIGINT/SIGTERM)."""
+        mqtt = mqtt_settings(self.config, self._environ)
+        influx = resolve_influx_config(self.config.influx, self._environ)
+        secrets = Secrets()
+        site = self.config.site.code
+        async with contextlib.AsyncExitStack() as stack:
+            protocol: Literal["auto", "3.1.1"] = "auto"
+            if mqtt is None:
+                broker = await stack.enter_async_context(EmbeddedBroker())
+                mqtt = MqttConfig(url=broker.url)
+                protocol = "3.1.1"  # amqtt speaks 3.1.1 only and drops an MQTT 5 CONNECT
+                self.summary.mqtt_url = f"{broker.url} (embedded)"
+            else:
+                self.summary.mqtt_url = f"{mqtt.host}:{mqtt.port}"
+            topics = Topics(mqtt.topic_root, site)
+            link = MqttLink.from_config(
+                mqtt, topics=topics, service=SERVICE_NAME, secrets=secrets, protocol=protocol
+            )
+            await stack.enter_async_context(link)
+            alarms = AlarmPublisher(link, topics)
+            vitals = GatewayPublisher(link, topics, BatchNumbering(SERVICE_NAME))
+            commands = CommandChannel(link, topics, clock=self.clock)
+            self.options.store.parent.mkdir(parents=True, exist_ok=True)
+            spool = await stack.enter_async_context(
+                Spool(self.options.store, forward=influx is not None)
+            )
+            writer = None
+            if influx is not None:
+                writer = await stack.enter_async_context(
+                    InfluxWriter(spool, influx, secrets.influx_token)
+                )
+                self.summary.influx = f"InfluxDB {influx.api} at {influx.url}"
+            record = await self._record_files(stack)
+            metrics = self._metrics(link, spool, writer)
+            if self.options.http is not None:
+                host, port = self.options.http
+                server = await stack.enter_async_context(
+                    HttpServer(host, port, {"/metrics": metrics_route(metrics)})
+                )
+                _log.warning("metrics at http://%s:%d/metrics", host, server.port)
+            if self._simulation is not None:
+                markers = await stack.enter_async_context(self._simulation)
+                self._markers = sorted(markers, key=lambda marker: marker.given_at)
+            sinks = _Sinks(
+                site=site,
+                spool=spool,
+                alarms=alarms,
+                vitals=vitals,
+                record=record,
+                summary=self.summary,
+                observers=self._observers,
+            )
+            self._connectors = self._make_connectors()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.duration_s), asyncio.TaskGroup() as group:
+                    for connector in self._connectors:
+                        group.create_task(connector.run(), name="service.connector")
+                    if writer is not None:
+                        group.create_task(writer.run(), name="service.influx_writer")
+                    await self._wait_for_devices(sinks)
+                    self._start_pipelines(sinks)
+                    group.create_task(self._detect(sinks), name="service.detect")
+                    group.create_task(
+                        self._serve_commands(commands, sinks), name="service.commands"
+                    )
+                    if self.options.live:
+                        group.create_task(
+                            run_live_view(self._live, self.clock, stream=sys.stdout),
+                            name="service.live_view",
+                        )
+            await self._flush(sinks)
+            if writer is not None:
+                await self._drain(writer)
+        return self.summary
+
+    @staticmethod
+    async def _drain(writer: InfluxWriter) -> None:
+        """Write what the spool holds before leaving; what cannot go now waits in the spool."""
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                await writer.drain()
+        except TimeoutError:
+            _log.warning(
+                "InfluxDB did not take every point within %.0f s; the rest stays in the spool "
+                "and is written on the next start",
+                DRAIN_TIMEOUT_S,
+            )
+
+    def _metrics(self, link: MqttLink, spool: Spool, writer: InfluxWriter | None) -> Metrics:
+        """Counters read at scrape time from where they are kept (the service, the link...)."""
+        metrics = Metrics()
+        summary = self.summary
+        values: list[tuple[str, str, Callable[[], float]]] = [
+            ("monitor_readings_total", "readings received", lambda: summary.readings),
+            ("monitor_device_events_total", "device events", lambda: summary.device_events),
+            ("monitor_alarm_events_total", "alarm transitions", lambda: summary.alarm_events),
+            ("monitor_commands_total", "staff commands carried out", lambda: summary.commands),
+            (
+                "monitor_command_errors_total",
+                "staff commands refused",
+                lambda: summary.command_errors,
+            ),
+            (
+                "monitor_decode_errors_total",
+                "BLE payloads rejected by the codecs (kept as device events)",
+                lambda: sum(c.stats.malformed for c in self._connectors),
+            ),
+            (
+                "monitor_notifications_dropped_total",
+                "BLE notifications dropped by a full hand-off queue",
+                lambda: sum(c.stats.dropped for c in self._connectors),
+            ),
+            (
+                "monitor_mqtt_connected",
+                "1 while the broker link is up",
+                lambda: link.stats.connected,
+            ),
+            ("monitor_mqtt_reconnects_total", "broker reconnects", lambda: link.stats.reconnects),
+            ("monitor_mqtt_outbox", "messages waiting for the broker", lambda: link.queued),
+            (
+                "monitor_mqtt_publish_latency_ms",
+                "mean publish-to-acknowledgement time",
+                lambda: link.stats.latency_mean_ms,
+            ),
+            ("monitor_spool_depth", "points accepted, not yet in InfluxDB", lambda: spool.depth),
+        ]
+        if writer is not None:
+            values.append(
+                (
+                    "monitor_influx_points_written_total",
+                    "points written to InfluxDB",
+                    lambda: writer.status.points_written,
+                )
+            )
+        for name, help_text, read in values:
+            metrics.gauge_fn(name, help_text, _as_float(read))
+        return metrics
+
+    async def _record_files(self, stack: contextlib.AsyncExitStack) -> dict[str, JsonlWriter]:
+        if self.options.record is None:
+            return {}
+        return {
+            name: await stack.enter_async_context(JsonlWriter(self.options.record / name))
+            for name in ("readings.jsonl", "alarms.jsonl", "device-events.jsonl")
+        }
+
+    def _make_connectors(self) -> list[Connector]:
+        def on_reading(reading: Reading) -> None:
+            self._readings.append(reading)
+            self._wake.set()
+
+        def on_event(event: DeviceEvent) -> None:
+            self._device_events.append(event)
+            self._wake.set()
+
+        return [
+            Connector(
+                bindings,
+                on_reading,
+                on_event,
+                clock=self.clock,
+                backend=self._backend,
+                settings=ConnectorSettings(max_links=self.config.room(room).max_connections),
+            )
+            for room, bindings in bindings_by_room(self.config).items()
+        ]
+
+    async def _wait_for_devices(self, sinks: _Sinks) -> None:
+        """With simulated wearables, start detection once they are all on air (bounded).
+
+        Accelerated time makes the seconds a radio needs to connect look like minutes of
+        silence; real devices get no such grace: a wearable that never connects must alarm.
+        """
+        if self.options.wait_for_devices_s <= 0:
+            return
+        deadline = asyncio.get_running_loop().time() + self.options.wait_for_devices_s
+        seen: set[str] = set()
+        expected = {device for c in self._connectors for device in c.states()}
+        while not expected <= seen and asyncio.get_running_loop().time() < deadline:
+            seen |= {e.device for e in self._device_events if e.state is DeviceState.CONNECTED}
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - asyncio.get_running_loop().time())):
+                    await self._wake.wait()
+        # What arrived before detection began is kept and published, not evaluated.
+        readings, self._readings = self._readings, []
+        events, self._device_events = self._device_events, []
+        await sinks.persist(readings, events)
+
+    def _start_pipelines(self, sinks: _Sinks) -> None:
+        origin = self.clock.now()
+        self._pipelines = {
+            session.id: DetectionPipeline(
+                compile_rules(self.config, session.id), session=session.id, origin=origin
+            )
+            for session in self.config.sessions
+        }
+        for session, pipeline in self._pipelines.items():
+            sinks.alarms.snapshot(session, pipeline.active(), origin)
+
+    async def _detect(self, sinks: _Sinks) -> None:
+        """Feed readings in micro-batches and let time pass on the session clock."""
+        while True:
+            self._wake.clear()
+            await self._pass(sinks)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(BATCH_INTERVAL_S):
+                    await self._wake.wait()
+            await asyncio.sleep(0)
+
+    async def _pass(self, sinks: _Sinks) -> None:
+        readings, self._readings = self._readings, []
+        device_events, self._device_events = self._device_events, []
+        by_session: dict[str, list[Reading]] = collections.defaultdict(list)
+        for reading in readings:
+            by_session[reading.session].append(reading)
+        now = self.clock.now()
+        due = [marker for marker in self._markers if marker.given_at <= now]
+        self._markers = self._markers[len(due) :]
+        events: dict[str, list[AlarmEvent]] = {}
+        for session, pipeline in self._pipelines.items():
+            events[session] = _evaluate(
+                pipeline,
+                sorted(by_session.get(session, ()), key=_received),
+                [marker for marker in due if marker.session == session],
+                now,
+            )
+        await sinks.persist(readings, device_events)
+        for session, found in events.items():
+            await sinks.alarm_events(session, found, self._pipelines[session].active())
+
+    async def _serve_commands(self, commands: CommandChannel, sinks: _Sinks) -> None:
+        async for command in commands:
+            pipeline = self._pipelines.get(command.session)
+            if pipeline is None:
+                error = KeyError(f"session {command.session} is not monitored here")
+                commands.reply(reply_for_error(command, error))
+                self.summary.command_errors += 1
+                continue
+            now = self.clock.now()
+            try:
+                events = pipeline.advance(now) + _carry_out(pipeline, command, now)
+            except (ValueError, KeyError) as error:
+                _log.warning("refused %s command %s: %s", command.kind, command.command_id, error)
+                commands.reply(reply_for_error(command, error))
+                self.summary.command_errors += 1
+                continue
+            self.summary.commands += 1
+            await sinks.alarm_events(command.session, events, pipeline.active())
+            commands.reply(reply_ok(command, alarm_events=len(events)))
+
+    async def _flush(self, sinks: _Sinks) -> None:
+        """The last readings and events of a run that is ending still reach every sink."""
+        if self._pipelines:
+            await self._pass(sinks)
+        else:
+            await sinks.persist(self._readings, self._device_events)
+
+
+def _as_float(read: Callable[[], float]) -> Callable[[], float]:
+    return lambda: float(read())
+
+
+def _evaluate(
+    pipeline: DetectionPipeline,
+    readings: Sequence[Reading],
+    markers: Sequence[DoseMarker],
+    now: dt.datetime,
+) -> list[AlarmEvent]:
+    """Readings (in time order) with the markers that fall among them, then time up to now."""
+    events: list[AlarmEvent] = []
+    rest = list(readings)
+    for marker in markers:
+        split = next((i for i, r in enumerate(rest) if r.received_at > marker.given_at), len(rest))
+        events += pipeline.feed(rest[:split])
+        events += pipeline.mark_dose(marker.participant, marker.given_at)
+        rest = rest[split:]
+    events += pipeline.feed(rest)
+    return events + pipeline.advance(now)
+
+
+def _received(reading: Reading) -> dt.datetime:
+    return reading.received_at
+
+
+def _carry_out(
+    pipeline: DetectionPipeline, command: Command, moment: dt.datetime
+) -> list[AlarmEvent]:
+    """One staff command on the session's detection; lifecycle errors name the problem."""
+    if isinstance(command, AcknowledgeCommand):
+        return pipeline.acknowledge(str(command.alarm_id), command.staff, moment)
+    if isinstance(command, PauseCommand):
+        return pipeline.pause(command.participant, command.staff, command.duration_s, moment)
+    if isinstance(command, ResumeCommand):
+        return pipeline.resume(command.participant, command.staff, moment)
+    if isinstance(command, DoseCommand):
+        return pipeline.mark_dose(command.participant, command.given_at)
+    if isinstance(command, ConsciousnessCommand):
+        return pipeline.set_consciousness(
+            command.participant, command.observed_at, Consciousness(command.level)
+        )
+    msg = f"unknown command {command!r}"
+    raise ValueError(msg)
+
+
+@dataclasses.dataclass(slots=True)
+class _Sinks:
+    """Where readings and alarm events go; one place, so nothing can skip a sink."""
+
+    site: str
+    spool: Spool
+    alarms: AlarmPublisher
+    vitals: GatewayPublisher
+    record: dict[str, JsonlWriter]
+    summary: ServiceSummary
+    observers: tuple[
+        Callable[[Reading], None] | None,
+        Callable[[DeviceEvent], None] | None,
+        Callable[[str, Sequence[AlarmEvent]], None] | None,
+    ]
+
+    async def persist(self, readings: Sequence[Reading], events: Sequence[DeviceEvent]) -> None:
+        if not readings and not events:
+            return
+        on_reading, on_device_event, _ = self.observers
+        records: list[Reading | DeviceEvent] = [*readings, *events]
+        await self.spool.accept([to_point(record, site=self.site) for record in records])
+        by_participant: dict[tuple[str, str], list[Reading]] = collections.defaultdict(list)
+        for reading in readings:
+            by_participant[(reading.session, reading.participant)].append(reading)
+            self._write("readings.jsonl", reading)
+            if on_reading is not None:
+                on_reading(reading)
+        if readings:
+            sent_at = max(r.received_at for r in readings)
+            for batch in by_participant.values():
+                for start in range(0, len(batch), MAX_BATCH_READINGS):
+                    self.vitals.readings(batch[start : start + MAX_BATCH_READINGS], sent_at)
+        for event in events:
+            self.vitals.device(event)
+            self._write("device-events.jsonl", event)
+            if on_device_event is not None:
+                on_device_event(event)
+        self.summary.readings += len(readings)
+        self.summary.device_events += len(events)
+
+    async def alarm_events(
+        self,
+        session: str,
+        events: Sequence[AlarmEvent],
+        active: Sequence[AlarmEvent],
+    ) -> None:
+        if not events:
+            return
+        for event in events:
+            _log.log(_level(event), "%s", _describe(event))
+            self._write("alarms.jsonl", event)
+            self.summary.by_priority[event.priority.value] += 1
+        self.summary.alarm_events += len(events)
+        await self.spool.accept([to_point(event, site=self.site) for event in events])
+        self.alarms.publish(session, events, active, events[-1].occurred_at)
+        on_alarms = self.observers[2]
+        if on_alarms is not None:
+            on_alarms(session, active)
+
+    def _write(self, name: str, model: Reading | DeviceEvent | AlarmEvent) -> None:
+        writer = self.record.get(name)
+        if writer is not None:
+            writer.put(model)
+
+
+def _level(event: AlarmEvent) -> int:
+    if event.state in (AlarmState.ACTIVE, AlarmState.PENDING):
+        return logging.WARNING if event.priority is not AlarmPriority.HIGH else logging.ERROR
+    return logging.INFO
+
+
+def _describe(event: AlarmEvent) -> str:
+    """One log line per transition: pseudonymous code, rule, state, what it showed."""
+    flags = [
+        flag
+        for flag, on in (
+            ("latched", event.condition_cleared and event.state is AlarmState.ACTIVE),
+            ("paused", event.paused),
+            (f"escalation {event.escalation_level}", event.escalation_level > 0),
+        )
+        if on
+    ]
+    extra = f" [{', '.join(flags)}]" if flags else ""
+    by = f" by {event.acknowledged_by}" if event.acknowledged_by else ""
+    return (
+        f"alarm #{event.sequence} {event.session}/{event.participant} {event.rule} "
+        f"{event.priority.value} {event.state.value}{by}{extra}: {event.message}"
+    )
