@@ -194,6 +194,7 @@ class Service:
                 mqtt = MqttConfig(url=broker.url)
                 protocol = "3.1.1"  # amqtt speaks 3.1.1 only and drops an MQTT 5 CONNECT
                 self.summary.mqtt_url = f"{broker.url} (embedded)"
+                _log.warning("no MQTT broker configured: embedded broker at %s", broker.url)
             else:
                 self.summary.mqtt_url = f"{mqtt.host}:{mqtt.port}"
             topics = Topics(mqtt.topic_root, site)
