@@ -70,6 +70,7 @@ from monitor.mqtt.topics import Topics
 from monitor.mqtt.tracking import BatchNumbering
 from monitor.recording import bindings_by_room
 from monitor.storage import InfluxWriter, Spool, resolve_influx_config, to_point
+from monitor.throttle import LogThrottle
 
 __all__ = ["MQTT_URL_ENV", "RunOptions", "Service", "ServiceSummary", "mqtt_settings"]
 
@@ -178,6 +179,7 @@ class Service:
         self._pipelines: dict[str, DetectionPipeline] = {}
         self._markers: list[DoseMarker] = []  # scheduled dose markers (a simulated session's)
         self._connectors: list[Connector] = []
+        self._refusals_logged = LogThrottle(10.0)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -204,7 +206,7 @@ class Service:
             await stack.enter_async_context(link)
             alarms = AlarmPublisher(link, topics)
             vitals = GatewayPublisher(link, topics, BatchNumbering(SERVICE_NAME))
-            commands = CommandChannel(link, topics, clock=self.clock)
+            commands = CommandChannel(link, topics)  # its rate limit is wall time, not session
             self.options.store.parent.mkdir(parents=True, exist_ok=True)
             spool = await stack.enter_async_context(
                 Spool(self.options.store, forward=influx is not None)
@@ -216,7 +218,7 @@ class Service:
                 )
                 self.summary.influx = f"InfluxDB {influx.api} at {influx.url}"
             record = await self._record_files(stack)
-            metrics = self._metrics(link, spool, writer)
+            metrics = self._metrics(link, commands, spool, writer)
             if self.options.http is not None:
                 host, port = self.options.http
                 server = await stack.enter_async_context(
@@ -271,7 +273,9 @@ class Service:
                 DRAIN_TIMEOUT_S,
             )
 
-    def _metrics(self, link: MqttLink, spool: Spool, writer: InfluxWriter | None) -> Metrics:
+    def _metrics(
+        self, link: MqttLink, commands: CommandChannel, spool: Spool, writer: InfluxWriter | None
+    ) -> Metrics:
         """Counters read at scrape time from where they are kept (the service, the link...)."""
         metrics = Metrics()
         summary = self.summary
@@ -281,9 +285,14 @@ class Service:
             ("monitor_alarm_events_total", "alarm transitions", lambda: summary.alarm_events),
             ("monitor_commands_total", "staff commands carried out", lambda: summary.commands),
             (
+                "monitor_command_rejected_total",
+                "command messages that did not parse (bad JSON, schema, staff id, topic...)",
+                lambda: sum(commands.stats.errors.values()),
+            ),
+            (
                 "monitor_command_errors_total",
-                "staff commands refused",
-                lambda: summary.command_errors,
+                "command messages refused: malformed, or not carried out",
+                lambda: summary.command_errors + sum(commands.stats.errors.values()),
             ),
             (
                 "monitor_decode_errors_total",
@@ -423,10 +432,19 @@ class Service:
                 self.summary.command_errors += 1
                 continue
             now = self.clock.now()
+            # Time first, on its own: what it brings is emitted whatever the command's fate.
+            await sinks.alarm_events(command.session, pipeline.advance(now), pipeline.active())
             try:
-                events = pipeline.advance(now) + _carry_out(pipeline, command, now)
+                events = _carry_out(pipeline, command, now)
             except (ValueError, KeyError) as error:
-                _log.warning("refused %s command %s: %s", command.kind, command.command_id, error)
+                if self._refusals_logged.ready(asyncio.get_running_loop().time()):
+                    _log.warning(
+                        "refused %s command %s: %s (%d more refused since the last report)",
+                        command.kind,
+                        command.command_id,
+                        error,
+                        self._refusals_logged.take_suppressed(),
+                    )
                 commands.reply(reply_for_error(command, error))
                 self.summary.command_errors += 1
                 continue

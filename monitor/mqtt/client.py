@@ -54,6 +54,7 @@ from monitor.mqtt.payloads import (
 )
 from monitor.mqtt.topics import Topics, topic_matches
 from monitor.mqtt.tracking import BatchNumbering, EscalationTracker
+from monitor.throttle import LogThrottle
 
 __all__ = [
     "DEFAULT_OUTBOX_CAPACITY",
@@ -147,26 +148,6 @@ class LinkStats:
         return self.latency_total_ms / self.published if self.published else 0.0
 
 
-class _Throttle:
-    """At most one log line per ``interval_s`` for a repeating problem, with a count of the rest."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._last: float | None = None
-        self.suppressed = 0
-
-    def ready(self, now: float) -> bool:
-        if self._last is None or now - self._last >= self.interval_s:
-            self._last = now
-            return True
-        self.suppressed += 1
-        return False
-
-    def take_suppressed(self) -> int:
-        count, self.suppressed = self.suppressed, 0
-        return count
-
-
 class Subscription:
     """Messages matching one topic filter, across reconnects, in arrival order.
 
@@ -184,7 +165,7 @@ class Subscription:
         self.received = 0
         self._queue: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=capacity)
         self._clock = clock
-        self._throttle = _Throttle(10.0)
+        self._throttle = LogThrottle(10.0)
 
     def _offer(self, message: Incoming) -> None:
         self.received += 1
@@ -290,8 +271,8 @@ class MqttLink:
         self._empty = asyncio.Event()
         self._empty.set()
         self._closing = False
-        self._overflow_log = _Throttle(10.0)
-        self._reject_log = _Throttle(10.0)
+        self._overflow_log = LogThrottle(10.0)
+        self._reject_log = LogThrottle(10.0)
         self._high_water_warned = False
         self._group: asyncio.TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -791,7 +772,7 @@ class CommandChannel:
         self._refilled: float | None = None
         self._remember = remember
         self._seen: OrderedDict[tuple[str, str], CommandReply | None] = OrderedDict()
-        self._log = _Throttle(10.0)
+        self._log = LogThrottle(10.0)
 
     def __aiter__(self) -> AsyncIterator[Command]:
         return self._commands()
