@@ -351,6 +351,7 @@ class _BaselineBuffer:
     window_ms: int
     min_samples: int
     wanted: Bool  # (P,) has a baseline rule on this parameter and no baseline yet
+    waiting: int  # how many participants are wanted, so a fixed parameter costs nothing
     capacity: int
     t_ms: I64  # (P * capacity,) row-major rings
     value: F64
@@ -575,6 +576,9 @@ class Engine:
         spike = [artefacts.spike_delta.get(k) for k in DETECTION_PARAMETERS]
         self._spike_delta = np.array([math.inf if delta is None else delta for delta in spike])
         self._spike_gap_ms = artefacts.spike_max_gap_s * 1000
+        self._stream_low = np.tile(self._plausible_low, participants)  # by stream, for dense rounds
+        self._stream_high = np.tile(self._plausible_high, participants)
+        self._stream_spike = np.tile(self._spike_delta, participants)
         self._last_t = np.full(streams, NEVER, dtype=np.int64)
         self._prev_t = np.full(streams, NEVER, dtype=np.int64)
         self._prev_v = np.zeros(streams)
@@ -711,16 +715,18 @@ class Engine:
     ) -> _BaselineBuffer:
         participants = self._participants
         settings = self.rules.baseline
+        wanted = np.array(
+            [any(columns[slot][p] is not None for slot in slots) for p in range(participants)],
+            dtype=np.bool_,
+        )
         return _BaselineBuffer(
             parameter=k,
             columns=baseline_columns,
             resolution_ms=settings.resolution_s * 1000,
             window_ms=settings.window_s * 1000,
             min_samples=settings.min_samples,
-            wanted=np.array(
-                [any(columns[slot][p] is not None for slot in slots) for p in range(participants)],
-                dtype=np.bool_,
-            ),
+            wanted=wanted,
+            waiting=int(np.count_nonzero(wanted)),
             capacity=settings.max_samples,
             t_ms=np.full(participants * settings.max_samples, 0, dtype=np.int64),
             value=np.full(participants * settings.max_samples, 0.0),
@@ -807,6 +813,7 @@ class Engine:
         if len(participants) == 0:
             return
         buffer.wanted[participants] = False
+        buffer.waiting = int(np.count_nonzero(buffer.wanted))
         rules = self._stream_rules
         rows = (participants * K + buffer.parameter)[:, None]
         columns = buffer.columns
@@ -869,6 +876,9 @@ class Engine:
             values, flagged = batch.value.take(index), batch.flagged.take(index)
             parameter = batch.parameter.take(index)
         parameter = parameter.astype(np.intp)
+        if 2 * len(stream) >= self._stream_rules.streams:
+            self._dense_round(stream, t_ms, values, flagged, changes)
+            return
         self._last_t[stream] = t_ms
         # Section 2: NaN fails both plausibility comparisons; +-inf fails one.
         plausible = (values >= self._plausible_low.take(parameter)) & (
@@ -894,27 +904,56 @@ class Engine:
             stream, t_ms, values = stream.take(rows), t_ms.take(rows), values.take(rows)
         self._evidence_t[stream] = t_ms
         self._evidence_v[stream] = values
-        self._evaluate(stream, t_ms, values, changes)
+        self._evaluate(changes, stream=stream, t=t_ms, v=values)
 
-    def _evaluate(self, stream: IntP, t_ms: I64, values: F64, changes: _Changes) -> None:
+    def _dense_round(
+        self, stream: IntP, t_ms: I64, values: F64, flagged: Bool, changes: _Changes
+    ) -> None:
+        """:meth:`_round` when most streams have a sample: the samples are scattered into
+        stream-indexed arrays once and every test runs on whole arrays, with no gathering."""
+        streams = self._stream_rules.streams
+        present = np.zeros(streams, dtype=np.bool_)
+        present[stream] = True
+        v = np.full(streams, np.nan)
+        v[stream] = values
+        t = np.zeros(streams, dtype=np.int64)
+        t[stream] = t_ms
+        np.copyto(self._last_t, t, where=present)
+        # Section 2 on every stream; an absent stream's NaN fails the plausibility test.
+        plausible = (v >= self._stream_low) & (v <= self._stream_high)
+        if flagged.any():
+            plausible[stream.take(_flatnonzero(flagged))] = False
+        evidence = plausible & ~(
+            (t - self._prev_t <= self._spike_gap_ms)
+            & (np.abs(v - self._prev_v) > self._stream_spike)
+        )
+        np.copyto(self._prev_t, t, where=plausible)
+        np.copyto(self._prev_v, v, where=plausible)
+        np.copyto(self._evidence_t, t, where=evidence)
+        np.copyto(self._evidence_v, v, where=evidence)
+        self._evaluate(changes, present=evidence, t=t, v=v)
+
+    def _evaluate(
+        self,
+        changes: _Changes,
+        *,
+        t: I64,
+        v: F64,
+        stream: IntP | None = None,
+        present: Bool | None = None,
+    ) -> None:
         """Section 3 on evidence samples, at most one per stream.
 
-        When most streams have a sample, every stream row is evaluated in place (absent rows
-        masked out), which saves gathering the rule arrays; otherwise the rows are gathered.
-        Limit and baseline cells are tested as one matrix; trend cells only where a sample
-        entered the window. The cells that may change go to :meth:`_advance` together.
+        Either ``stream`` names the streams of the samples ``t``/``v`` (the rule rows are
+        gathered), or ``t``/``v`` are indexed by stream and ``present`` marks the streams with
+        an evidence sample (whole rule arrays are tested, absent rows masked out). Limit and
+        baseline cells are tested as one matrix; trend cells only where a sample entered the
+        window. The cells that may change go to :meth:`_advance` together.
         """
         rules = self._stream_rules
         lb = rules.lb_columns
         status_lb = rules.lb(rules.status)
-        present: Bool | None = None
-        if 2 * len(stream) >= rules.streams:
-            present = np.zeros(rules.streams, dtype=np.bool_)
-            present[stream] = True
-            v = np.full(rules.streams, np.nan)
-            v[stream] = values
-            t = np.zeros(rules.streams, dtype=np.int64)
-            t[stream] = t_ms
+        if present is not None:
             x = v[:, None] - rules.offset
             x *= rules.sign
             lb_breach = x >= rules.breach_at
@@ -925,7 +964,7 @@ class Engine:
             cell = pairs
             clears = x.reshape(-1).take(pairs) <= rules.clear_at.reshape(-1).take(pairs)
         else:
-            v, t = values, t_ms
+            assert stream is not None
             x = v[:, None] - rules.offset.take(stream, axis=0)
             x *= rules.sign.take(stream, axis=0)
             lb_breach = x >= rules.breach_at.take(stream, axis=0)
@@ -946,6 +985,7 @@ class Engine:
                     participants = _flatnonzero(present[k::K])
                     rows = participants * K + k
                 else:
+                    assert stream is not None
                     rows = _flatnonzero(stream % K == k)
                     participants = stream.take(rows) // K
                 rows_by_parameter[k] = (rows, participants)
@@ -987,6 +1027,8 @@ class Engine:
             self._advance(cell=cell, hit=hit, clears=clears, t=t_cell, value=value, changes=changes)
         participants_count = self._participants
         for buffer in rules.baselines:
+            if not buffer.waiting:  # every baseline of this parameter is fixed
+                continue
             rows, participants = rows_of(buffer.parameter)
             if len(rows):
                 k = buffer.parameter
