@@ -4,7 +4,7 @@ Run from the repository root after ``scripts/test`` (or any install of the dev e
 
     .venv/bin/python bench/detect.py
 
-It runs ``monitor bench detect --streams 10000 --seconds 5 --json`` (five engine runs per
+It runs ``monitor bench detect --streams 10000 --seconds 5 --json`` (25 engine runs per
 process, the fastest reported) in a few processes pinned to one core, keeps the fastest process
 (the least disturbed by the rest of the machine), prints it and exits 1 if a target is missed or
 if the engine and the reference ever disagree.

@@ -422,9 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument(
         "--repeats",
         type=_positive_int,
-        default=5,
+        default=25,
         metavar="R",
-        help="engine runs on the same input; the fastest is reported (default 5)",
+        help="engine runs on the same input; the fastest is reported (default 25)",
     )
     detect.add_argument("--json", action="store_true", help="print one JSON object")
     detect.set_defaults(handler=_bench_detect)

@@ -236,7 +236,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def run_bench(streams: int, seconds: int, *, seed: int = 0, repeats: int = 5) -> dict[str, object]:
+def run_bench(streams: int, seconds: int, *, seed: int = 0, repeats: int = 25) -> dict[str, object]:
     """Time engine and reference on identical input and check that their outputs are identical."""
     participants = max(streams // PARAMETERS, 1)
     streams = participants * PARAMETERS
