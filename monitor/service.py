@@ -30,10 +30,10 @@ import datetime as dt
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from monitor.alerts.compile import compile_rules
 from monitor.alerts.inputs import Consciousness
@@ -238,24 +238,31 @@ class Service:
                 observers=self._observers,
             )
             self._connectors = self._make_connectors()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.options.duration_s), asyncio.TaskGroup() as group:
-                    for connector in self._connectors:
-                        group.create_task(connector.run(), name="service.connector")
-                    if writer is not None:
-                        group.create_task(writer.run(), name="service.influx_writer")
-                    await self._wait_for_devices(sinks)
-                    self._start_pipelines(sinks)
-                    group.create_task(self._detect(sinks), name="service.detect")
-                    group.create_task(
-                        self._serve_commands(commands, sinks), name="service.commands"
-                    )
-                    if self.options.live:
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with (
+                        asyncio.timeout(self.options.duration_s),
+                        asyncio.TaskGroup() as group,
+                    ):
+                        for connector in self._connectors:
+                            group.create_task(connector.run(), name="service.connector")
+                        if writer is not None:
+                            group.create_task(writer.run(), name="service.influx_writer")
+                        await self._wait_for_devices(sinks)
+                        self._start_pipelines(sinks)
+                        group.create_task(self._detect(sinks), name="service.detect")
                         group.create_task(
-                            run_live_view(self._live, self.clock, stream=sys.stdout),
-                            name="service.live_view",
+                            self._serve_commands(commands, sinks), name="service.commands"
                         )
-            await self._flush(sinks)
+                        if self.options.live:
+                            group.create_task(
+                                run_live_view(self._live, self.clock, stream=sys.stdout),
+                                name="service.live_view",
+                            )
+            finally:
+                # Also on SIGINT/SIGTERM: what arrived since the last pass still reaches every
+                # sink before the connections close.
+                await self._flush(sinks)
             if writer is not None:
                 await self._drain(writer)
         return self.summary
@@ -379,7 +386,7 @@ class Service:
         # What arrived before detection began is kept and published, not evaluated.
         readings, self._readings = self._readings, []
         events, self._device_events = self._device_events, []
-        await sinks.persist(readings, events)
+        await _to_completion(sinks.persist(readings, events))
 
     def _start_pipelines(self, sinks: _Sinks) -> None:
         origin = self.clock.now()
@@ -396,7 +403,7 @@ class Service:
         """Feed readings in micro-batches and let time pass on the session clock."""
         while True:
             self._wake.clear()
-            await self._pass(sinks)
+            await _to_completion(self._pass(sinks))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(BATCH_INTERVAL_S):
                     await self._wake.wait()
@@ -425,32 +432,35 @@ class Service:
 
     async def _serve_commands(self, commands: CommandChannel, sinks: _Sinks) -> None:
         async for command in commands:
-            pipeline = self._pipelines.get(command.session)
-            if pipeline is None:
-                error = KeyError(f"session {command.session} is not monitored here")
-                commands.reply(reply_for_error(command, error))
-                self.summary.command_errors += 1
-                continue
-            now = self.clock.now()
-            # Time first, on its own: what it brings is emitted whatever the command's fate.
-            await sinks.alarm_events(command.session, pipeline.advance(now), pipeline.active())
-            try:
-                events = _carry_out(pipeline, command, now)
-            except (ValueError, KeyError) as error:
-                if self._refusals_logged.ready(asyncio.get_running_loop().time()):
-                    _log.warning(
-                        "refused %s command %s: %s (%d more refused since the last report)",
-                        command.kind,
-                        command.command_id,
-                        error,
-                        self._refusals_logged.take_suppressed(),
-                    )
-                commands.reply(reply_for_error(command, error))
-                self.summary.command_errors += 1
-                continue
-            self.summary.commands += 1
-            await sinks.alarm_events(command.session, events, pipeline.active())
-            commands.reply(reply_ok(command, alarm_events=len(events)))
+            await _to_completion(self._carry_out(command, commands, sinks))
+
+    async def _carry_out(self, command: Command, commands: CommandChannel, sinks: _Sinks) -> None:
+        pipeline = self._pipelines.get(command.session)
+        if pipeline is None:
+            error = KeyError(f"session {command.session} is not monitored here")
+            commands.reply(reply_for_error(command, error))
+            self.summary.command_errors += 1
+            return
+        now = self.clock.now()
+        # Time first, on its own: what it brings is emitted whatever the command's fate.
+        await sinks.alarm_events(command.session, pipeline.advance(now), pipeline.active())
+        try:
+            events = _carry_out(pipeline, command, now)
+        except (ValueError, KeyError) as error:
+            if self._refusals_logged.ready(asyncio.get_running_loop().time()):
+                _log.warning(
+                    "refused %s command %s: %s (%d more refused since the last report)",
+                    command.kind,
+                    command.command_id,
+                    error,
+                    self._refusals_logged.take_suppressed(),
+                )
+            commands.reply(reply_for_error(command, error))
+            self.summary.command_errors += 1
+            return
+        self.summary.commands += 1
+        await sinks.alarm_events(command.session, events, pipeline.active())
+        commands.reply(reply_ok(command, alarm_events=len(events)))
 
     async def _flush(self, sinks: _Sinks) -> None:
         """The last readings and events of a run that is ending still reach every sink."""
@@ -458,6 +468,17 @@ class Service:
             await self._pass(sinks)
         else:
             await sinks.persist(self._readings, self._device_events)
+
+
+async def _to_completion(work: Coroutine[Any, Any, None]) -> None:
+    """Finish ``work`` even if the caller is cancelled (SIGINT/SIGTERM), then let the
+    cancellation through: readings and alarm events taken for a pass must reach every sink."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 def _as_float(read: Callable[[], float]) -> Callable[[], float]:

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -235,3 +236,31 @@ def test_bad_connection_settings_from_the_environment_are_named(tmp_path: Path) 
     )
     assert result.returncode == 2
     assert "MONITOR_MQTT_URL" in result.stderr
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(120)
+async def test_sigterm_stops_cleanly_and_keeps_every_reading(tmp_path: Path) -> None:
+    """What arrived since the last detection pass still reaches the record and the store."""
+    out, store = tmp_path / "run", tmp_path / "store.sqlite"
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "monitor", "run", "--config", "config/demo.toml"),
+        *("--simulate", "mdma-typical", "--speed", "60", "--record", str(out)),
+        *("--store", str(store)),
+        cwd=ROOT,
+        env={**os.environ, "MONITOR_MQTT_URL": "", "MONITOR_INFLUX_URL": ""},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    readings = out / "readings.jsonl"
+    async with asyncio.timeout(60):  # until readings flow (polled: the file is the only sign)
+        while not (readings.exists() and readings.stat().st_size > 10_000):  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        _, err = await process.communicate()
+    assert process.returncode == 130, err.decode()[-2000:]
+    assert "stopped cleanly" in err.decode()
+    recorded = len(readings.read_text().splitlines())
+    stored = sum(p.line.startswith("vitals,") for p in export_points(store))
+    assert stored == recorded > 0
