@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+DEFAULT_STORE = Path("var/monitor-store.sqlite")
 
 
 def _run_until_signal(main: Coroutine[Any, Any, int]) -> int:
@@ -260,17 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--config", type=Path, required=True, metavar="FILE", help="site config")
     rec.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    rec.add_argument(
-        "--duration", type=_positive_float, metavar="S", help="stop after S wall-clock seconds"
-    )
-    rec.add_argument("--simulate", metavar="SCENARIO", help="run a simulated scenario's wearables")
-    rec.add_argument(
-        "--speed",
-        type=_positive_float,
-        default=1.0,
-        metavar="N",
-        help="with --simulate: run session time N times faster than real time (default 1)",
-    )
+    _add_simulation_options(rec)
     rec.set_defaults(handler=_record)
 
     run = commands.add_parser(
@@ -285,23 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument("--config", type=Path, required=True, metavar="FILE", help="site config")
-    run.add_argument("--simulate", metavar="SCENARIO", help="run a simulated scenario's wearables")
-    run.add_argument(
-        "--speed",
-        type=_positive_float,
-        default=1.0,
-        metavar="N",
-        help="with --simulate: session time N times faster than real time (default 1)",
-    )
+    _add_simulation_options(run)
     run.add_argument(
         "--start",
         type=float,
         default=0.0,
         metavar="S",
         help="with --simulate: begin at session time S seconds (default 0)",
-    )
-    run.add_argument(
-        "--duration", type=_positive_float, metavar="S", help="stop after S wall-clock seconds"
     )
     run.add_argument(
         "--record",
@@ -312,9 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--store",
         type=Path,
-        default=Path("var/monitor-store.sqlite"),
+        default=DEFAULT_STORE,
         metavar="FILE",
-        help="the spool / local store (SQLite; default var/monitor-store.sqlite)",
+        help=f"the spool / local store (SQLite; default {DEFAULT_STORE})",
     )
     run.add_argument(
         "--http",
@@ -343,9 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--store",
         type=Path,
-        default=Path("var/monitor-store.sqlite"),
+        default=DEFAULT_STORE,
         metavar="FILE",
-        help="the store or spool (default var/monitor-store.sqlite, as for monitor run)",
+        help=f"the store or spool (default {DEFAULT_STORE}, as for monitor run)",
     )
     export.add_argument(
         "--format", choices=("lp", "csv"), default="lp", help="line protocol (default) or CSV"
@@ -490,6 +471,23 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
     return value
+
+
+def _add_simulation_options(command: argparse.ArgumentParser) -> None:
+    """``--duration``, ``--simulate`` and ``--speed``, the same for every command with wearables."""
+    command.add_argument(
+        "--duration", type=_positive_float, metavar="S", help="stop after S wall-clock seconds"
+    )
+    command.add_argument(
+        "--simulate", metavar="SCENARIO", help="run a simulated scenario's wearables"
+    )
+    command.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        metavar="N",
+        help="with --simulate: session time N times faster than real time (default 1)",
+    )
 
 
 def _positive_float(text: str) -> float:
