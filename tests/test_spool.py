@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import sys
 import textwrap
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from monitor.storage.spool import (
     HighWater,
     HighWaterMark,
+    JournalEntry,
     PointKey,
     PointState,
     Spool,
@@ -253,3 +255,35 @@ async def test_a_killed_process_loses_no_accepted_point(tmp_path: Path) -> None:
         stored = [p.key.time_ns for p in export_points(path)]
     assert stored[:accepted] == list(range(accepted))
     assert stored == list(range(len(stored)))  # whole transactions only, no gaps, no repeats
+
+
+@pytest.mark.asyncio
+async def test_the_alarm_journal_survives_delivery_and_keeps_each_event_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.db"
+    entries = [JournalEntry("S-1", n, f'{{"sequence": {n}}}') for n in (2, 1, 3)]
+    async with Spool(path) as spool:
+        await spool.accept([point(1)], journal=entries[:2])
+        await spool.accept([], journal=[*entries, JournalEntry("S-2", 1, "{}")])
+        await spool.mark_delivered(await spool.next_batch(10))  # the point goes, events stay
+        assert spool.depth == 0
+    async with Spool(path) as reopened:
+        journal = await reopened.journal("S-1")
+        assert [entry.sequence for entry in journal] == [1, 2, 3]
+        assert journal[0] == JournalEntry("S-1", 1, '{"sequence": 1}')
+        assert await reopened.journal("S-9") == []
+
+
+@pytest.mark.asyncio
+async def test_a_version_1_file_gains_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    async with Spool(path) as spool:
+        await spool.accept([point(1)])
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE alarm_journal")
+        db.execute("PRAGMA user_version = 1")
+    async with Spool(path) as reopened:
+        assert reopened.depth == 1
+        await reopened.accept([], journal=[JournalEntry("S-1", 1, "{}")])
+        assert len(await reopened.journal("S-1")) == 1

@@ -17,6 +17,10 @@ dies, so a killed service's successor opens it at once.
 
 Without an InfluxDB server (``forward=False``) the same file is the local store: points are kept
 as ``stored`` rather than queued, and :func:`export_points` reads them back as line protocol.
+
+The file also keeps the alarm journal: every alarm event, by session and sequence number, in
+the same transaction as its point and never deleted with delivery, so a service killed mid-session
+restores its active alarms and acknowledgements from the file it was writing anyway.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = [
     "Batch",
     "HighWater",
     "HighWaterMark",
+    "JournalEntry",
     "PointKey",
     "PointState",
     "Spool",
@@ -56,7 +61,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HIGH_WATER = 100_000
 """Undelivered points that mean InfluxDB has been away long enough for staff to be told."""
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2 added the alarm journal; a version 1 file gains it on open
 _REASON_CHARS = 1000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS points (
@@ -68,6 +73,12 @@ CREATE TABLE IF NOT EXISTS points (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS points_by_state ON points (state, seq);
+CREATE TABLE IF NOT EXISTS alarm_journal (
+    session TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (session, sequence)
+);
 """
 
 T = TypeVar("T")
@@ -176,6 +187,15 @@ class AcceptResult:
     added: int = 0
     duplicates: int = 0  # identical to a stored point: stored once
     replaced: int = 0  # same identity, different content: the newer one wins, as in InfluxDB
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One alarm event in the journal: the session's sequence number and the event as JSON."""
+
+    session: str
+    sequence: int
+    event: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -321,17 +341,22 @@ class Spool:
 
     # --- the API the service and the writer call -------------------------------------------
 
-    async def accept(self, points: Iterable[SpoolPoint]) -> AcceptResult:
-        """Commit ``points`` in one transaction; when this returns they survive a crash.
+    async def accept(
+        self, points: Iterable[SpoolPoint], *, journal: Iterable[JournalEntry] = ()
+    ) -> AcceptResult:
+        """Commit ``points`` (and alarm ``journal`` entries) in one transaction; when this
+        returns they survive a crash.
 
         Raises :class:`SpoolError` when the file cannot take them (disk full...): then none of
         them is accepted and the caller still holds them. Cancelled while the commit runs, the
-        points may be accepted all the same; accepting them again is harmless (idempotent).
+        points may be accepted all the same; accepting them again is harmless (idempotent; a
+        journal entry is kept once per session and sequence).
         """
         batch = tuple(points)
-        if not batch:
+        entries = tuple(journal)
+        if not batch and not entries:
             return AcceptResult()
-        result = await self._call(lambda: self._accept_in_thread(batch))
+        result = await self._call(lambda: self._accept_in_thread(batch, entries))
         if result.replaced:
             log.warning(
                 "%d point(s) replaced by a different point with the same measurement, tags "
@@ -339,6 +364,10 @@ class Spool:
                 result.replaced,
             )
         return result
+
+    async def journal(self, session: str) -> list[JournalEntry]:
+        """The session's alarm journal in sequence order (empty for a session never run here)."""
+        return await self._call(lambda: self._journal_in_thread(session))
 
     async def next_batch(self, limit: int) -> Batch:
         """The oldest ``limit`` pending points; they stay pending until marked."""
@@ -397,7 +426,7 @@ class Spool:
         try:
             connection = _connect(self.path)
             version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
+            if version not in (0, 1, _SCHEMA_VERSION):
                 connection.close()
                 msg = f"spool {self.path} has schema version {version}, expected {_SCHEMA_VERSION}"
                 raise SpoolError(msg)
@@ -468,10 +497,17 @@ class Spool:
         if self._on_high_water is not None:
             self._on_high_water(change)
 
-    def _accept_in_thread(self, points: Sequence[SpoolPoint]) -> AcceptResult:
+    def _accept_in_thread(
+        self, points: Sequence[SpoolPoint], journal: Sequence[JournalEntry]
+    ) -> AcceptResult:
         state = PointState.PENDING if self.forward else PointState.STORED
         added = duplicates = replaced = 0
         with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO alarm_journal (session, sequence, event) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [(entry.session, entry.sequence, entry.event) for entry in journal],
+            )
             for point in points:
                 key = point.key.encode()
                 inserted = db.execute(
@@ -498,6 +534,13 @@ class Spool:
                 self._count(old_state, -1)
                 self._count(state, +1)
         return AcceptResult(added=added, duplicates=duplicates, replaced=replaced)
+
+    def _journal_in_thread(self, session: str) -> list[JournalEntry]:
+        rows = self._db().execute(
+            "SELECT sequence, event FROM alarm_journal WHERE session = ? ORDER BY sequence",
+            (session,),
+        )
+        return [JournalEntry(session, sequence, event) for sequence, event in rows]
 
     def _next_batch_in_thread(self, limit: int) -> Batch:
         rows = self._db().execute(
