@@ -86,6 +86,7 @@ __all__ = [
     "SiteSection",
     "SpikeDeltas",
     "StalenessRule",
+    "StorageConfig",
     "TrendRule",
     "load_config",
     "load_protocol",
@@ -785,6 +786,14 @@ class InfluxConfig(_Strict):
         return tls
 
 
+class StorageConfig(_Strict):
+    """The local spool (or store) in front of InfluxDB."""
+
+    high_water_points: int = Field(default=100_000, ge=1, le=1_000_000_000)
+    """Undelivered points that raise the ``storage-backlog`` technical alarm; it clears below
+    nine tenths of the mark."""
+
+
 class Room(_Strict):
     """A treatment room and the BLE adapter that serves it."""
 
@@ -859,6 +868,7 @@ class SiteConfig(_Strict):
     site: SiteSection
     mqtt: MqttConfig | None = None
     influx: InfluxConfig | None = None
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     rooms: tuple[Room, ...] = Field(min_length=1)
     sessions: tuple[Session, ...] = Field(min_length=1)
     protocols: dict[Identifier, ProtocolProfile] = Field(default_factory=dict)

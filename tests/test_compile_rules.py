@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from monitor.alerts.compile import compile_rule, compile_rules, measured_parameters
+from monitor.alerts.compile import (
+    SERVICE_RULES,
+    compile_rule,
+    compile_rules,
+    measured_parameters,
+)
 from monitor.alerts.rules import (
     DETECTION_PARAMETERS,
     ArtefactSettings,
@@ -18,6 +23,7 @@ from monitor.alerts.rules import (
     EscalationSettings,
     LimitSpec,
     News2Spec,
+    ReportedSpec,
     RuleSet,
     RuleSetError,
     StalenessSpec,
@@ -30,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config"
 PROTOCOLS = CONFIG / "protocols"
 DEMO_SESSION = "DEMO-MDMA-1"
+SERVICE_RULE_IDS = tuple(rule.id for rule in SERVICE_RULES)
 MDMA_ONLY = ("sbp-rise-low", "temp-baseline-medium", "temp-rise-high", "hyperthermia-tachycardia")
 
 
@@ -59,7 +66,7 @@ def test_the_demo_config_compiles_to_one_row_per_participant() -> None:
     rule_set = compile_rules(config, DEMO_SESSION)
     profile = load_protocol(PROTOCOLS / "mdma.toml")
     assert rule_set.participants == ("P-001", "P-002")
-    assert rule_set.rule_ids == tuple(rule.id for rule in profile.rules)
+    assert rule_set.rule_ids == (*(rule.id for rule in profile.rules), *SERVICE_RULE_IDS)
     assert rule_set.rules[0] == rule_set.rules[1]
     assert all(rule is not None for rule in rule_set.rules[0])
     assert rule_set.escalation == (EscalationSettings(300, 120), EscalationSettings(300, 120))
@@ -141,7 +148,7 @@ def test_every_kind_is_compiled_with_its_numbers() -> None:
         Parameter.DIASTOLIC_BP: (1800, "bp-stale"),
     }
     for rule in map(present, rules.values()):
-        technical = isinstance(rule.spec, StalenessSpec)
+        technical = isinstance(rule.spec, StalenessSpec | ReportedSpec)
         expected = AlarmCategory.TECHNICAL if technical else AlarmCategory.PHYSIOLOGICAL
         assert rule.category is expected
 
@@ -177,7 +184,7 @@ def test_mixed_protocols_leave_empty_slots(tmp_path: Path) -> None:
     config = load_config(demo_site(tmp_path, after_p002='protocol = "psilocybin"\n'))
     rule_set = compile_rules(config, DEMO_SESSION)
     mdma = load_protocol(PROTOCOLS / "mdma.toml")
-    assert rule_set.rule_ids == tuple(rule.id for rule in mdma.rules)
+    assert rule_set.rule_ids == (*(rule.id for rule in mdma.rules), *SERVICE_RULE_IDS)
     assert all(rule is not None for rule in rule_set.rules[0])
     psilocybin = row(rule_set, "P-002")
     assert {rule_id for rule_id, rule in psilocybin.items() if rule is None} == set(MDMA_ONLY)
@@ -193,8 +200,7 @@ def test_slots_follow_the_first_participant_that_has_the_rule(tmp_path: Path) ->
     rule_set = compile_rules(load_config(path), DEMO_SESSION)
     psilocybin = load_protocol(PROTOCOLS / "psilocybin.toml")
     ids = tuple(rule.id for rule in psilocybin.rules)
-    assert rule_set.rule_ids[: len(ids)] == ids
-    assert rule_set.rule_ids[len(ids) :] == MDMA_ONLY
+    assert rule_set.rule_ids == (*ids, *SERVICE_RULE_IDS, *MDMA_ONLY)
 
 
 def test_staleness_only_for_the_streams_a_participant_is_wearing() -> None:
@@ -276,3 +282,26 @@ def test_compile_rule_keeps_the_falling_direction() -> None:
 def test_compiling_is_deterministic() -> None:
     config = load_config(CONFIG / "demo.toml")
     assert compile_rules(config, DEMO_SESSION) == compile_rules(config, DEMO_SESSION)
+
+
+def test_the_service_rules_are_in_every_row_and_their_ids_are_reserved(tmp_path: Path) -> None:
+    rule_set = compile_rules(load_config(CONFIG / "demo.toml"), DEMO_SESSION)
+    for code in rule_set.participants:
+        assert [present(row(rule_set, code)[rule.id]) for rule in SERVICE_RULES] == list(
+            SERVICE_RULES
+        )
+    protocols = tmp_path / "protocols"
+    protocols.mkdir()
+    for profile in PROTOCOLS.glob("*.toml"):
+        text = profile.read_text(encoding="utf-8")
+        (protocols / profile.name).write_text(
+            text.replace('id = "hr-stale"', 'id = "storage-backlog"'), encoding="utf-8"
+        )
+    site = (CONFIG / "demo.toml").read_text(encoding="utf-8")
+    (tmp_path / "site.toml").write_text(
+        site.replace('protocols_dir = "protocols"', f"protocols_dir = '{protocols}'"),
+        encoding="utf-8",
+    )
+    config = load_config(tmp_path / "site.toml")
+    with pytest.raises(RuleSetError, match="rule id 'storage-backlog' is reserved"):
+        compile_rules(config, DEMO_SESSION)

@@ -7,8 +7,9 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from monitor.alerts.compile import STORAGE_BACKLOG
 from monitor.alerts.inputs import Detector
-from monitor.alerts.pipeline import DetectionPipeline, to_ms
+from monitor.alerts.pipeline import DetectionPipeline, restore_settle_s, to_ms
 from monitor.alerts.reference import ReferenceDetector
 from monitor.alerts.rules import (
     BaselineSpec,
@@ -240,3 +241,55 @@ def test_time_helpers() -> None:
     coarse = DetectionPipeline(rules(HR_STALE), session=SESSION, origin=ORIGIN, tick_s=2.5)
     coarse.advance(at(10))
     assert coarse.stats.ticks == 4
+
+
+@pytest.mark.parametrize("make", [None, reference], ids=["engine", "reference"])
+def test_a_reported_condition_alarms_every_participant_until_it_clears(
+    make: Callable[[RuleSet, int], Detector] | None,
+) -> None:
+    fed = pipeline(HR_HIGH, STORAGE_BACKLOG, detector=make)
+    raised = fed.report("storage-backlog", at(30), met=True, value=1200, threshold=1000)
+    assert [(e.participant, e.state, e.category, e.priority) for e in raised] == [
+        (code, AlarmState.ACTIVE, AlarmCategory.TECHNICAL, AlarmPriority.LOW)
+        for code in ("P-001", "P-002")
+    ]
+    assert raised[0].message == "Records waiting for the database: 1,200 points (mark 1,000)"
+    assert fed.stats.ticks == 29  # time up to the report ran first
+    assert fed.advance(at(600)) == []  # low priority: no escalation, and detection leaves it be
+    cleared = fed.report("storage-backlog", at(601), met=False, value=10, threshold=1000)
+    assert [(e.participant, e.state) for e in cleared] == [
+        ("P-001", AlarmState.RESOLVED),
+        ("P-002", AlarmState.RESOLVED),
+    ]
+    assert fed.active() == []
+    with pytest.raises(KeyError, match="no reported rule 'hr-high'"):
+        fed.report("hr-high", at(602), met=True)
+
+
+def test_a_restored_session_keeps_its_alarms_and_then_follows_fresh_detection() -> None:
+    before = pipeline(HR_HIGH)
+    persisted = before.feed([hr(s, 130.0) for s in range(1, 31)]) + before.advance(at(30))
+    alarm = before.active()[0]
+    persisted += before.acknowledge(str(alarm.alarm_id), "nurse-07", at(30))
+    assert before.active()[0].state is AlarmState.ACKNOWLEDGED
+
+    def restarted(origin_s: float) -> DetectionPipeline:
+        fresh = DetectionPipeline(rules(HR_HIGH), session=SESSION, origin=at(origin_s))
+        fresh.restore(reversed(persisted), settle_s=20)
+        assert fresh.active() == before.active()  # the acknowledgement came back too
+        return fresh
+
+    still = restarted(40)
+    events = still.feed([hr(s, 130.0) for s in range(41, 90)]) + still.advance(at(90))
+    assert events == []  # the same condition, already acknowledged: nothing to announce again
+
+    recovered = restarted(40)
+    events = recovered.feed([hr(s, 70.0) for s in range(41, 90)]) + recovered.advance(at(90))
+    assert states(events) == [("hr-high", AlarmState.RESOLVED, 61.0)]  # at the reconcile
+    assert events[0].sequence == persisted[-1].sequence + 1
+    assert recovered.active() == []
+
+
+def test_the_restore_settle_time_covers_the_slowest_stream_and_the_longest_delay() -> None:
+    assert restore_settle_s(rules(HR_HIGH, HR_STALE)) == 5 + 10
+    assert restore_settle_s(rules(TEMP_BASELINE)) == 0

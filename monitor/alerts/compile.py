@@ -22,6 +22,7 @@ from monitor.alerts.rules import (
     EscalationSettings,
     LimitSpec,
     News2Spec,
+    ReportedSpec,
     RuleSet,
     RuleSetError,
     Spec,
@@ -43,9 +44,11 @@ from monitor.config import (
     StalenessRule,
     TrendRule,
 )
-from monitor.models import AlarmCategory, DeviceKind, Parameter
+from monitor.models import AlarmCategory, AlarmPriority, DeviceKind, Parameter
 
 __all__ = [
+    "SERVICE_RULES",
+    "STORAGE_BACKLOG",
     "compile_artefacts",
     "compile_baseline",
     "compile_escalation",
@@ -63,6 +66,17 @@ _DEVICE_PARAMETERS: Mapping[DeviceKind, frozenset[Parameter]] = MappingProxyType
     }
 )
 """The detection streams each device kind feeds (docs/detection.md section 1)."""
+
+STORAGE_BACKLOG = CompiledRule(
+    id="storage-backlog",
+    spec=ReportedSpec(label="Records waiting for the database", unit="points"),
+    priority=AlarmPriority.LOW,  # nothing is lost (the spool keeps it); someone must look
+    category=AlarmCategory.TECHNICAL,
+)
+"""Raised while the spool holds more undelivered points than ``[storage] high_water_points``."""
+
+SERVICE_RULES: tuple[CompiledRule, ...] = (STORAGE_BACKLOG,)
+"""Technical conditions of the service itself, in every participant's rules; reserved ids."""
 
 
 def measured_parameters(participant: Participant) -> frozenset[Parameter]:
@@ -163,7 +177,8 @@ def _applies(rule: Rule, measured: frozenset[Parameter]) -> bool:
 def compile_rules(config: SiteConfig, session_id: str) -> RuleSet:
     """The rule table of one session: its participants in config order, overrides applied.
 
-    A participant's staleness rules cover only the streams their devices feed. Raises
+    A participant's staleness rules cover only the streams their devices feed; every participant
+    also has the service's own technical rules (:data:`SERVICE_RULES`). Raises
     ``KeyError`` for an unknown session and :class:`RuleSetError` when the session's protocols
     disagree on the artefact or baseline settings (a rule set has one of each).
     """
@@ -175,10 +190,14 @@ def compile_rules(config: SiteConfig, session_id: str) -> RuleSet:
         protocol = session.protocol_of(participant)
         profile = config.protocol_for(session, participant)
         measured = measured_parameters(participant)
+        profile_rules = config.rules_for(session, participant)
+        reserved = {rule.id for rule in SERVICE_RULES} & {rule.id for rule in profile_rules}
+        if reserved:
+            msg = f"protocol {protocol!r}: rule id {sorted(reserved)[0]!r} is reserved"
+            raise RuleSetError(msg)
         rules[participant.code] = [
-            compile_rule(rule)
-            for rule in config.rules_for(session, participant)
-            if _applies(rule, measured)
+            *(compile_rule(rule) for rule in profile_rules if _applies(rule, measured)),
+            *SERVICE_RULES,
         ]
         escalation[participant.code] = compile_escalation(profile.escalation)
         artefacts = compile_artefacts(profile.artefacts)

@@ -25,6 +25,7 @@ from monitor.alerts.rules import (
     ConditionUpdate,
     LimitSpec,
     News2Spec,
+    ReportedSpec,
     RuleSet,
     StalenessSpec,
     TrendSpec,
@@ -827,6 +828,11 @@ def _describe(rule: CompiledRule, value: float | None, threshold: float | None) 
             for part in spec.parts
         ]
         return " with ".join([parts[0], *(_mid_sentence(part) for part in parts[1:])])
+    if isinstance(spec, ReportedSpec):
+        if value is None:
+            return spec.label
+        mark = "" if threshold is None else f" (mark {threshold:,.0f})"
+        return f"{spec.label}: {value:,.0f} {spec.unit}{mark}"
     assert isinstance(spec, News2Spec)
     if value is None:
         return "NEWS2 (partial)" if threshold is None else f"NEWS2 (partial) ≥ {_number(threshold)}"

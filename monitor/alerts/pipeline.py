@@ -17,10 +17,16 @@ import numpy as np
 from monitor.alerts.engine import Engine
 from monitor.alerts.inputs import Consciousness, Detector, SampleBatch
 from monitor.alerts.lifecycle import AlarmLifecycle
-from monitor.alerts.rules import DETECTION_PARAMETERS, RuleSet
+from monitor.alerts.rules import (
+    DETECTION_PARAMETERS,
+    ConditionStatus,
+    ConditionUpdate,
+    RuleSet,
+    StalenessSpec,
+)
 from monitor.models import EVIDENCE_KINDS, AlarmEvent, Reading
 
-__all__ = ["DetectionPipeline", "PipelineStats", "to_ms"]
+__all__ = ["DetectionPipeline", "PipelineStats", "restore_settle_s", "to_ms"]
 
 _PARAMETER_INDEX = {parameter: index for index, parameter in enumerate(DETECTION_PARAMETERS)}
 
@@ -53,6 +59,13 @@ class PipelineStats:
     out_of_order: int = 0
 
 
+def restore_settle_s(rules: RuleSet) -> int:
+    """How long restored alarms keep their last condition (:meth:`DetectionPipeline.restore`)."""
+    present = [rule for row in rules.rules for rule in row if rule is not None]
+    stale = [r.spec.stale_after_s for r in present if isinstance(r.spec, StalenessSpec)]
+    return max(stale, default=0) + max((rule.delay_s for rule in present), default=0)
+
+
 class DetectionPipeline:
     """Detection for one session: feed readings in time order, collect alarm events.
 
@@ -69,6 +82,7 @@ class DetectionPipeline:
         origin: dt.datetime,
         tick_s: float = 1.0,
         detector: Callable[[RuleSet, int], Detector] | None = None,
+        sequence_start: int = 1,
     ) -> None:
         tick_ms = round(tick_s * 1000)
         if tick_ms < 1:
@@ -80,8 +94,11 @@ class DetectionPipeline:
         self.tick_ms = tick_ms
         make = detector or (lambda r, o: Engine(r, origin_ms=o))
         self.detector = make(rules, self.origin_ms)
-        self.lifecycle = AlarmLifecycle(rules, session=session)
+        self.lifecycle = AlarmLifecycle(rules, session=session, sequence_start=sequence_start)
         self.stats = PipelineStats()
+        # Detection's current non-clear conditions (what reconcile() needs after a restore).
+        self._conditions: dict[tuple[int, int], ConditionUpdate] = {}
+        self._reconcile_at_ms: int | None = None
         self._participant_index = {code: i for i, code in enumerate(rules.participants)}
         self._next_tick_ms = (self.origin_ms // self.tick_ms + 1) * self.tick_ms
         self._last_ms: int | None = None  # latest time the detector has been given
@@ -152,7 +169,7 @@ class DetectionPipeline:
                 value=batch.value[part],
                 flagged=batch.flagged[part],
             )
-            events += self._emit(self.lifecycle.apply(self.detector.ingest(chunk)))
+            events += self._apply(self.detector.ingest(chunk))
             self._last_ms = int(t_ms[end - 1])
             start = end
         return events
@@ -169,8 +186,12 @@ class DetectionPipeline:
             self._next_tick_ms += self.tick_ms
             self._last_ms = tick if self._last_ms is None else max(self._last_ms, tick)
             self.stats.ticks += 1
-            events += self._emit(self.lifecycle.apply(self.detector.tick(tick)))
+            events += self._apply(self.detector.tick(tick))
             events += self._emit(self.lifecycle.tick(tick))
+            if self._reconcile_at_ms is not None and tick >= self._reconcile_at_ms:
+                self._reconcile_at_ms = None
+                current = sorted(self._conditions.values(), key=lambda u: (u.participant, u.rule))
+                events += self._emit(self.lifecycle.reconcile(tick, current))
         return events
 
     def mark_dose(self, participant: str, moment: dt.datetime) -> list[AlarmEvent]:
@@ -197,6 +218,32 @@ class DetectionPipeline:
         self._last_ms = t_ms
         return events
 
+    def report(
+        self,
+        rule_id: str,
+        moment: dt.datetime,
+        *,
+        met: bool,
+        value: float | None = None,
+        threshold: float | None = None,
+    ) -> list[AlarmEvent]:
+        """A condition of the service itself (a reported rule) for every participant with it."""
+        slot = self.rules.rule_ids.index(rule_id) if rule_id in self.rules.rule_ids else None
+        column = [] if slot is None else [row[slot] for row in self.rules.rules]
+        if slot is None or not any(rule is not None and rule.reported for rule in column):
+            msg = f"session {self.session} has no reported rule {rule_id!r}"
+            raise KeyError(msg)
+        t_ms = self._not_before_last(to_ms(moment))
+        events = self.advance_ms(t_ms - 1)
+        status = ConditionStatus.MET if met else ConditionStatus.CLEAR
+        updates = [
+            ConditionUpdate(t_ms, participant, slot, status, rule.priority, value, threshold)
+            for participant, rule in enumerate(column)
+            if rule is not None
+        ]
+        self._last_ms = t_ms
+        return events + self._apply(updates)
+
     def acknowledge(self, alarm_id: str, staff: str, moment: dt.datetime) -> list[AlarmEvent]:
         """Staff acknowledge an alarm (errors name the problem; see lifecycle).
 
@@ -217,6 +264,20 @@ class DetectionPipeline:
     def active(self) -> list[AlarmEvent]:
         """The current alarms (the snapshot a late dashboard needs)."""
         return self.lifecycle.active()
+
+    def restore(self, events: Iterable[AlarmEvent], *, settle_s: float | None = None) -> None:
+        """Continue a session from its persisted alarm events (after a crash or a restart).
+
+        Alarms, acknowledgements, pauses, escalation timers and the sequence come back at once.
+        Detection starts afresh, so until ``settle_s`` of data time has passed each restored
+        alarm keeps the condition it last showed; then the alarms follow what detection found
+        by then (an alarm whose condition is gone resolves, unless it latched). The default is
+        the longest staleness limit plus the longest alarm delay: by then every stream has given
+        fresh evidence or is itself in alarm.
+        """
+        self.lifecycle.restore(events)
+        settle = restore_settle_s(self.rules) if settle_s is None else settle_s
+        self._reconcile_at_ms = self._next_tick_ms + round(settle * 1000)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -241,7 +302,15 @@ class DetectionPipeline:
             value=np.fromiter((r[3] for r in rows), dtype=np.float64, count=len(rows)),
             flagged=np.fromiter((r[4] for r in rows), dtype=np.bool_, count=len(rows)),
         )
-        return self._emit(self.lifecycle.apply(self.detector.ingest(batch)))
+        return self._apply(self.detector.ingest(batch))
+
+    def _apply(self, updates: list[ConditionUpdate]) -> list[AlarmEvent]:
+        for update in updates:
+            if update.status == ConditionStatus.CLEAR:
+                self._conditions.pop((update.participant, update.rule), None)
+            else:
+                self._conditions[(update.participant, update.rule)] = update
+        return self._emit(self.lifecycle.apply(updates))
 
     def _emit(self, events: Iterable[AlarmEvent]) -> list[AlarmEvent]:
         emitted = list(events)

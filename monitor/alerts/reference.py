@@ -323,7 +323,7 @@ class ReferenceDetector:
         updates: list[ConditionUpdate] = []
         for participant, row in enumerate(self._rules.rules):
             for slot, rule in enumerate(row):
-                if rule is None or rule.per_sample:
+                if rule is None or rule.per_sample or rule.reported:
                     continue
                 update = self._evaluate_time_rule(participant, slot, rule, t_ms)
                 if update is not None:

@@ -33,6 +33,7 @@ __all__ = [
     "EscalationSettings",
     "LimitSpec",
     "News2Spec",
+    "ReportedSpec",
     "RuleSet",
     "RuleSetError",
     "StalenessSpec",
@@ -127,7 +128,21 @@ class News2Spec:
     alert_low: bool = False
 
 
-Spec = LimitSpec | TrendSpec | BaselineSpec | StalenessSpec | CombinedSpec | News2Spec
+@dataclass(frozen=True, slots=True)
+class ReportedSpec:
+    """Technical: a condition of the service itself (e.g. records not reaching the database).
+
+    Detection never evaluates it; the service reports it for every participant it affects, so
+    the alarm reaches each room's staff and is numbered, persisted and restored like any other.
+    """
+
+    label: str  # what is wrong, e.g. "Records waiting for the database"
+    unit: str  # of the value the service reports, e.g. "points"
+
+
+Spec = (
+    LimitSpec | TrendSpec | BaselineSpec | StalenessSpec | CombinedSpec | News2Spec | ReportedSpec
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +180,11 @@ class CompiledRule:
     def per_sample(self) -> bool:
         """Evaluated on each evidence sample (limit, trend, baseline) rather than at ticks."""
         return isinstance(self.spec, LimitSpec | TrendSpec | BaselineSpec)
+
+    @property
+    def reported(self) -> bool:
+        """Set by the service (:class:`ReportedSpec`), never evaluated by detection."""
+        return isinstance(self.spec, ReportedSpec)
 
 
 def _default_plausible() -> Mapping[Parameter, tuple[float, float]]:
