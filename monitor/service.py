@@ -35,9 +35,10 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Literal
 
-from monitor.alerts.compile import compile_rules
+from monitor.alerts.compile import STORAGE_BACKLOG, compile_rules
 from monitor.alerts.inputs import Consciousness
 from monitor.alerts.pipeline import DetectionPipeline
+from monitor.alerts.rules import RuleSet
 from monitor.broker import EmbeddedBroker
 from monitor.clock import Clock
 from monitor.config import MqttConfig, Secrets, SiteConfig
@@ -69,7 +70,14 @@ from monitor.mqtt.payloads import (
 from monitor.mqtt.topics import Topics
 from monitor.mqtt.tracking import BatchNumbering
 from monitor.recording import bindings_by_room
-from monitor.storage import InfluxWriter, Spool, resolve_influx_config, to_point
+from monitor.storage import (
+    HighWater,
+    InfluxWriter,
+    JournalEntry,
+    Spool,
+    resolve_influx_config,
+    to_point,
+)
 from monitor.throttle import LogThrottle
 
 __all__ = ["MQTT_URL_ENV", "RunOptions", "Service", "ServiceSummary", "mqtt_settings"]
@@ -180,6 +188,7 @@ class Service:
         self._markers: list[DoseMarker] = []  # scheduled dose markers (a simulated session's)
         self._connectors: list[Connector] = []
         self._refusals_logged = LogThrottle(10.0)
+        self._backlog: HighWater | None = None  # a spool crossing not yet given to detection
 
     # -- running ------------------------------------------------------------------------------
 
@@ -209,7 +218,12 @@ class Service:
             commands = CommandChannel(link, topics)  # its rate limit is wall time, not session
             self.options.store.parent.mkdir(parents=True, exist_ok=True)
             spool = await stack.enter_async_context(
-                Spool(self.options.store, forward=influx is not None)
+                Spool(
+                    self.options.store,
+                    forward=influx is not None,
+                    high_water=self.config.storage.high_water_points,
+                    on_high_water=self._on_backlog,
+                )
             )
             writer = None
             if influx is not None:
@@ -249,7 +263,7 @@ class Service:
                         if writer is not None:
                             group.create_task(writer.run(), name="service.influx_writer")
                         await self._wait_for_devices(sinks)
-                        self._start_pipelines(sinks)
+                        await _to_completion(self._start_pipelines(sinks))
                         group.create_task(self._detect(sinks), name="service.detect")
                         group.create_task(
                             self._serve_commands(commands, sinks), name="service.commands"
@@ -324,6 +338,11 @@ class Service:
                 lambda: link.stats.latency_mean_ms,
             ),
             ("monitor_spool_depth", "points accepted, not yet in InfluxDB", lambda: spool.depth),
+            (
+                "monitor_spool_over_high_water",
+                "1 while the spool is past its high-water mark (storage-backlog alarm)",
+                lambda: spool.over_high_water,
+            ),
         ]
         if writer is not None:
             values.append(
@@ -388,16 +407,26 @@ class Service:
         events, self._device_events = self._device_events, []
         await _to_completion(sinks.persist(readings, events))
 
-    def _start_pipelines(self, sinks: _Sinks) -> None:
+    async def _start_pipelines(self, sinks: _Sinks) -> None:
+        """A pipeline per session, continuing from the store's alarm journal, if it has one."""
         origin = self.clock.now()
-        self._pipelines = {
-            session.id: DetectionPipeline(
-                compile_rules(self.config, session.id), session=session.id, origin=origin
+        spool = sinks.spool
+        for session in self.config.sessions:
+            rules = compile_rules(self.config, session.id)
+            journal = await spool.journal(session.id)
+            pipeline = _restored(rules, session.id, origin, journal)
+            self._pipelines[session.id] = pipeline
+            # The spool's state now; a restored storage-backlog alarm must also be able to clear.
+            self._backlog = None
+            events = pipeline.report(
+                STORAGE_BACKLOG.id,
+                origin,
+                met=spool.over_high_water,
+                value=spool.depth,
+                threshold=spool.high_water_mark,
             )
-            for session in self.config.sessions
-        }
-        for session, pipeline in self._pipelines.items():
-            sinks.alarms.snapshot(session, pipeline.active(), origin)
+            await sinks.alarm_events(session.id, events, pipeline.active())
+            sinks.alarms.snapshot(session.id, pipeline.active(), origin)
 
     async def _detect(self, sinks: _Sinks) -> None:
         """Feed readings in micro-batches and let time pass on the session clock."""
@@ -426,9 +455,24 @@ class Service:
                 [marker for marker in due if marker.session == session],
                 now,
             )
+        backlog, self._backlog = self._backlog, None
+        if backlog is not None:
+            for session, pipeline in self._pipelines.items():
+                events[session] += pipeline.report(
+                    STORAGE_BACKLOG.id,
+                    now,
+                    met=backlog.over,
+                    value=backlog.depth,
+                    threshold=backlog.mark,
+                )
         await sinks.persist(readings, device_events)
         for session, found in events.items():
             await sinks.alarm_events(session, found, self._pipelines[session].active())
+
+    def _on_backlog(self, change: HighWater) -> None:
+        """The spool crossed its high-water mark: the next pass raises or clears the alarm."""
+        self._backlog = change
+        self._wake.set()
 
     async def _serve_commands(self, commands: CommandChannel, sinks: _Sinks) -> None:
         async for command in commands:
@@ -479,6 +523,44 @@ async def _to_completion(work: Coroutine[Any, Any, None]) -> None:
     except asyncio.CancelledError:
         await task
         raise
+
+
+def _restored(
+    rules: RuleSet, session: str, origin: dt.datetime, journal: Sequence[JournalEntry]
+) -> DetectionPipeline:
+    """The session's pipeline, its alarms restored from the journal of an earlier run.
+
+    A journal this configuration cannot continue (a rule since removed, a participant gone, a
+    damaged entry) is reported and set aside; numbering still continues after it, so no two
+    events of the session ever share a sequence number.
+    """
+    pipeline = DetectionPipeline(rules, session=session, origin=origin)
+    if not journal:
+        return pipeline
+    try:
+        pipeline.restore(AlarmEvent.model_validate_json(entry.event) for entry in journal)
+    except ValueError as error:
+        last = journal[-1].sequence
+        _log.error(
+            "session %s: the alarm journal of the last run cannot be restored (%s); its %d "
+            "events stay in the store, and alarms start afresh from sequence %d",
+            session,
+            error,
+            len(journal),
+            last + 1,
+        )
+        return DetectionPipeline(rules, session=session, origin=origin, sequence_start=last + 1)
+    active = pipeline.active()
+    _log.warning(
+        "session %s: restored %d active alarm(s) (%d acknowledged) from %d journal events; "
+        "alarm sequence continues at %d; baseline-relative rules wait for the next dose marker",
+        session,
+        len(active),
+        sum(event.state is AlarmState.ACKNOWLEDGED for event in active),
+        len(journal),
+        pipeline.lifecycle.next_sequence,
+    )
+    return pipeline
 
 
 def _as_float(read: Callable[[], float]) -> Callable[[], float]:
@@ -581,7 +663,10 @@ class _Sinks:
             self._write("alarms.jsonl", event)
             self.summary.by_priority[event.priority.value] += 1
         self.summary.alarm_events += len(events)
-        await self.spool.accept([to_point(event, site=self.site) for event in events])
+        await self.spool.accept(
+            [to_point(event, site=self.site) for event in events],
+            journal=[JournalEntry(e.session, e.sequence, e.model_dump_json()) for e in events],
+        )
         self.alarms.publish(session, events, active, events[-1].occurred_at)
         on_alarms = self.observers[2]
         if on_alarms is not None:

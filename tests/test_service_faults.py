@@ -1,7 +1,7 @@
 """``monitor run`` under faults (issue 5): the broker killed mid-session, InfluxDB away for a
-while, and a flood of garbage on the command topics. The service runs as a subprocess against a
-real Mosquitto and InfluxDB 1.6.7 on free loopback ports; the record files are the truth every
-other sink is checked against."""
+while, the service itself SIGKILLed and restarted, and a flood of garbage on the command
+topics. The service runs as a subprocess against a real Mosquitto and InfluxDB 1.6.7 on free
+loopback ports; the record files are the truth every other sink is checked against."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -20,10 +21,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from monitor.models import AlarmEvent, AlarmState, Reading
+from monitor.models import AlarmCategory, AlarmEvent, AlarmPriority, AlarmState, Reading
 from monitor.mqtt.client import ERROR_REPLY_BURST, ERROR_REPLY_RATE
 from monitor.mqtt.payloads import (
     MAX_COMMAND_BYTES,
+    ActiveAlarms,
     AlarmMessage,
     CommandReply,
     ErrorCode,
@@ -31,6 +33,7 @@ from monitor.mqtt.payloads import (
     ServiceStatus,
     VitalsBatch,
 )
+from monitor.storage.spool import PointState, export_points
 from tests.services import InfluxDB, Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,9 +57,11 @@ class Service:
     result: asyncio.Task[tuple[int, str, str]]
 
 
-async def start_service(*args: str, env: dict[str, str]) -> Service:
+async def start_service(
+    *args: str, env: dict[str, str], config: Path = ROOT / "config" / "demo.toml"
+) -> Service:
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "monitor", "run", "--config", "config/demo.toml", *args),
+        *(sys.executable, "-m", "monitor", "run", "--config", str(config), *args),
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
@@ -247,11 +252,25 @@ async def test_broker_killed_mid_session_loses_nothing_and_the_service_comes_bac
 # --- 2. InfluxDB stopped for a while ----------------------------------------------------------
 
 
+def demo_site_with(tmp_path: Path, text: str) -> Path:
+    """The demo site with ``text`` appended (its profiles still found in config/protocols)."""
+    site = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
+    protocols = ROOT / "config" / "protocols"
+    site = site.replace('protocols_dir = "protocols"', f"protocols_dir = '{protocols}'")
+    path = tmp_path / "site.toml"
+    path.write_text(f"{site}\n{text}", encoding="utf-8")
+    return path
+
+
+HIGH_WATER = 150
+
+
 @pytest.mark.asyncio
 @pytest.mark.timeout(120)
 async def test_influxdb_away_for_a_while_every_point_lands_exactly_once(tmp_path: Path) -> None:
     out = tmp_path / "run"
     port = free_port()
+    site = demo_site_with(tmp_path, f"[storage]\nhigh_water_points = {HIGH_WATER}\n")
     with Mosquitto(tmp_path / "broker") as broker, InfluxDB(tmp_path / "influx") as influx:
         influx.query("CREATE DATABASE vitals")
         service = await start_service(
@@ -264,6 +283,7 @@ async def test_influxdb_away_for_a_while_every_point_lands_exactly_once(tmp_path
                 "MONITOR_INFLUX_API": "v1",
                 "MONITOR_INFLUX_BUCKET": "vitals",
             },
+            config=site,
         )
         written = "monitor_influx_points_written_total"
         await poll_metrics(port, service, "writing to InfluxDB", lambda m: m.get(written, 0) > 0)
@@ -278,20 +298,136 @@ async def test_influxdb_away_for_a_while_every_point_lands_exactly_once(tmp_path
             "the spool grew",
             lambda m: m["monitor_spool_depth"] >= away["monitor_spool_depth"] + 200,
         )
+        assert grown["monitor_spool_over_high_water"] == 1
         await asyncio.to_thread(influx.start)
+        await poll_metrics(
+            port, service, "the spool drained", lambda m: m["monitor_spool_over_high_water"] == 0
+        )
         status, _, stderr = await finished(service)
         assert status == 0, stderr[-3000:]
 
         readings = recorded_readings(out)
         alarms = recorded_alarms(out)
         assert grown[written] < len(readings) + len(alarms)
-        assert alarms, "no alarm was raised"
+        assert any(alarm.rule != "storage-backlog" for alarm in alarms), "no vital-sign alarm"
+        # The outage itself raised a technical alarm for every participant, cleared after it.
+        backlog = [(a.participant, a.state) for a in alarms if a.rule == "storage-backlog"]
+        assert backlog == [
+            ("P-001", AlarmState.ACTIVE),
+            ("P-002", AlarmState.ACTIVE),
+            ("P-001", AlarmState.RESOLVED),
+            ("P-002", AlarmState.RESOLVED),
+        ]
+        raised = next(a for a in alarms if a.rule == "storage-backlog")
+        assert (raised.category, raised.priority, raised.threshold) == (
+            AlarmCategory.TECHNICAL,
+            AlarmPriority.LOW,
+            HIGH_WATER,
+        )
         # One point per record (InfluxDB would overwrite a point sent twice, never add one).
         assert influx_count(influx, "SELECT COUNT(usable) FROM vitals") == len(readings)
         assert influx_count(influx, "SELECT COUNT(sequence) FROM alarm_events") == len(alarms)
 
 
-# --- 3. garbage on the command topics ---------------------------------------------------------
+# --- 3. the service killed with SIGKILL and restarted -----------------------------------------
+
+
+async def first_acknowledged_alarm(staff: aiomqtt.Client) -> AlarmEvent:
+    """Acknowledge the first physiological alarm announced; return its acknowledged event."""
+    acknowledged: str | None = None
+    async for message in staff.messages:
+        event = AlarmMessage.model_validate_json(bytes(message.payload)).event
+        if acknowledged is None and event.state is AlarmState.ACTIVE:
+            if event.category is AlarmCategory.PHYSIOLOGICAL:
+                acknowledged = str(event.alarm_id)
+                command = _command(alarm_id=acknowledged)
+                await staff.publish(f"{BASE}/commands/{SESSION}/acknowledge", json.dumps(command))
+        elif str(event.alarm_id) == acknowledged and event.state is AlarmState.ACKNOWLEDGED:
+            return event
+    raise AssertionError("the alarm stream ended")
+
+
+async def next_live_snapshot(staff: aiomqtt.Client) -> ActiveAlarms:
+    """The first snapshot published after subscribing (not the retained one of a past run)."""
+    async for message in staff.messages:
+        if not message.retain:
+            return ActiveAlarms.model_validate_json(bytes(message.payload))
+    raise AssertionError("the snapshot stream ended")
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(150)
+async def test_sigkill_then_restart_restores_alarms_and_acknowledgements_and_replays_the_spool(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store.sqlite"
+    out = tmp_path / "second-run"
+    with Mosquitto(tmp_path / "broker") as broker, InfluxDB(tmp_path / "influx") as influx:
+        influx.query("CREATE DATABASE vitals")
+        influx_env = {"MONITOR_INFLUX_API": "v1", "MONITOR_INFLUX_BUCKET": "vitals"}
+        nobody = f"http://127.0.0.1:{free_port()}"  # the first run's InfluxDB never answers
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="staff") as staff:
+            await staff.subscribe(f"{BASE}/alarms/#", qos=1)
+            first = await start_service(
+                *RUN,
+                *("--duration", "120", "--store", str(store)),
+                env={"MONITOR_MQTT_URL": broker.url, "MONITOR_INFLUX_URL": nobody, **influx_env},
+            )
+            async with asyncio.timeout(60):
+                acknowledged = await first_acknowledged_alarm(staff)
+            first.process.kill()
+            status, _, _ = await finished(first)
+        assert status == -signal.SIGKILL
+        spooled = list(export_points(store, states=[PointState.PENDING]))
+        spooled_readings = sum(p.key.measurement == "vitals" for p in spooled)
+        spooled_alarms = sum(p.key.measurement == "alarm_events" for p in spooled)
+        assert spooled_readings > 0
+        assert spooled_alarms > 0
+
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="late-staff") as staff:
+            await staff.subscribe(f"{BASE}/active-alarms/{SESSION}", qos=1)
+            second = await start_service(
+                *("--simulate", "mdma-hyperthermia", "--speed", "60", "--start", "14600"),
+                *("--duration", "15", "--store", str(store), "--record", str(out)),
+                env={
+                    "MONITOR_MQTT_URL": broker.url,
+                    "MONITOR_INFLUX_URL": influx.url,
+                    **influx_env,
+                },
+            )
+            async with asyncio.timeout(60):
+                snapshot = await next_live_snapshot(staff)
+            status, _, stderr = await finished(second)
+        assert status == 0, stderr[-3000:]
+        assert "restored" in stderr
+
+        # The restarted service knew the alarm and who acknowledged it before any new reading.
+        restored = {event.alarm_id: event for event in snapshot.alarms}
+        assert acknowledged.alarm_id in restored, snapshot
+        again = restored[acknowledged.alarm_id]
+        assert (again.state, again.acknowledged_by) == (AlarmState.ACKNOWLEDGED, "nurse-07")
+        assert snapshot.sequence >= acknowledged.sequence
+        # Numbering continues: the second run's events follow the first run's.
+        second_alarms = recorded_alarms(out)
+        assert all(event.sequence > acknowledged.sequence for event in second_alarms)
+        # Acknowledged stays acknowledged: the alarm may only sound again if it got worse (the
+        # scenario runs on while the service is away, so the participant may have).
+        assert all(
+            event.priority.rank > acknowledged.priority.rank
+            for event in second_alarms
+            if event.alarm_id == acknowledged.alarm_id and event.state is AlarmState.ACTIVE
+        ), "the acknowledged alarm sounded again at the priority staff had acknowledged"
+        # The spool replayed: every point of both runs in InfluxDB, each once.
+        second_readings = len(recorded_readings(out))
+        assert influx_count(influx, "SELECT COUNT(usable) FROM vitals") == (
+            spooled_readings + second_readings
+        )
+        assert influx_count(influx, "SELECT COUNT(sequence) FROM alarm_events") == (
+            spooled_alarms + len(second_alarms)
+        )
+
+
+# --- 4. garbage on the command topics ---------------------------------------------------------
 
 GARBAGE = 10_000
 GARBAGE_KINDS = (
