@@ -72,8 +72,6 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from monitor.clock import AcceleratedClock, SystemClock  # noqa: PLC0415
-    from monitor.devices.connector import BleBackend  # noqa: PLC0415
     from monitor.recording import record  # noqa: PLC0415
 
     config = _load_config_or_report(args.config)
@@ -84,17 +82,10 @@ def _record(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     async def main() -> int:
-        clock: Clock = SystemClock()
-        backend = BleBackend()
-        simulation = None
-        if args.simulate is not None:
-            clock = AcceleratedClock(SystemClock().now(), args.speed)
-            simulated = await _simulation(
-                args.simulate, clock, config, markers_file=args.out / "markers.jsonl"
-            )
-            if simulated is None:
-                return EXIT_BAD_INPUT
-            backend, simulation = simulated
+        wearables = await _wearables(args, config, markers_file=args.out / "markers.jsonl")
+        if wearables is None:
+            return EXIT_BAD_INPUT
+        clock, backend, simulation = wearables
         summary = await record(
             config,
             args.out,
@@ -172,9 +163,33 @@ async def _simulation(
     return backend, wearables()
 
 
-def _run(args: argparse.Namespace) -> int:
+async def _wearables(
+    args: argparse.Namespace,
+    config: SiteConfig,
+    *,
+    start_s: float = 0.0,
+    markers_file: Path | None = None,
+) -> (
+    tuple[Clock, BleBackend, contextlib.AbstractAsyncContextManager[list[DoseMarker]] | None] | None
+):
+    """The clock, radio and wearables a command reads: the real ones, or ``--simulate``'s at
+    ``--speed`` (see :func:`_simulation`); ``None`` after reporting a bad scenario."""
     from monitor.clock import AcceleratedClock, SystemClock  # noqa: PLC0415
     from monitor.devices.connector import BleBackend  # noqa: PLC0415
+
+    if args.simulate is None:
+        return SystemClock(), BleBackend(), None
+    clock = AcceleratedClock(SystemClock().now(), args.speed)
+    simulated = await _simulation(
+        args.simulate, clock, config, start_s=start_s, markers_file=markers_file
+    )
+    if simulated is None:
+        return None
+    backend, simulation = simulated
+    return clock, backend, simulation
+
+
+def _run(args: argparse.Namespace) -> int:
     from monitor.service import RunOptions, Service  # noqa: PLC0415
 
     config = _load_config_or_report(args.config)
@@ -201,18 +216,11 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     async def main() -> int:
-        clock: Clock = SystemClock()
-        backend = BleBackend()
-        simulation = None
-        if args.simulate is not None:
-            clock = AcceleratedClock(SystemClock().now(), args.speed)
-            markers_file = None if args.record is None else args.record / "markers.jsonl"
-            simulated = await _simulation(
-                args.simulate, clock, config, start_s=args.start, markers_file=markers_file
-            )
-            if simulated is None:
-                return EXIT_BAD_INPUT
-            backend, simulation = simulated
+        markers_file = None if args.record is None else args.record / "markers.jsonl"
+        wearables = await _wearables(args, config, start_s=args.start, markers_file=markers_file)
+        if wearables is None:
+            return EXIT_BAD_INPUT
+        clock, backend, simulation = wearables
         service = Service(
             config, clock=clock, backend=backend, options=options, simulation=simulation
         )
@@ -222,6 +230,43 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
         print("\n".join(summary.lines()))
+        return EXIT_OK
+
+    return _run_until_signal(main())
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from monitor.gateway import Gateway  # noqa: PLC0415
+
+    config = _load_config_or_report(args.config)
+    if config is None:
+        return EXIT_BAD_INPUT
+    if args.simulate is None and (args.speed != 1.0 or args.start != 0.0):
+        print("--speed and --start only apply with --simulate", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    async def main() -> int:
+        wearables = await _wearables(args, config, start_s=args.start)
+        if wearables is None:
+            return EXIT_BAD_INPUT
+        clock, backend, simulation = wearables
+        try:
+            gateway = Gateway(
+                config,
+                clock=clock,
+                backend=backend,
+                rooms=args.room,
+                name=args.name,
+                duration_s=args.duration,
+                simulation=simulation,
+            )
+        except ValueError as error:  # a room, the name or the broker settings
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        try:
+            await gateway.run()
+        finally:  # also when stopped by SIGINT/SIGTERM, the usual way a gateway ends
+            print("\n".join(gateway.summary.lines()))
         return EXIT_OK
 
     return _run_until_signal(main())
@@ -277,13 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", type=Path, required=True, metavar="FILE", help="site config")
     _add_simulation_options(run)
-    run.add_argument(
-        "--start",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="with --simulate: begin at session time S seconds (default 0)",
-    )
+    _add_start_option(run)
     run.add_argument(
         "--record",
         type=Path,
@@ -309,6 +348,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="no live terminal view (it is shown only when stdout is a terminal anyway)",
     )
     run.set_defaults(handler=_run)
+
+    gateway = commands.add_parser(
+        "gateway",
+        help="publish the wearables of some rooms to the site's MQTT broker (no detection)",
+        description=(
+            "Connect to the wearables of the chosen rooms (--room, repeatable; default every "
+            "room with devices) and publish their readings, a few times a second, as numbered "
+            "batches per participant, and every device event, to the site's broker (site file "
+            "or MONITOR_MQTT_URL; required: there is no embedded broker for a gateway). A "
+            "detector elsewhere reads them and counts lost batches. Stops on SIGINT/SIGTERM or "
+            "after --duration, after handing the broker what was read; prints a summary."
+        ),
+    )
+    gateway.add_argument("--config", type=Path, required=True, metavar="FILE", help="site config")
+    gateway.add_argument(
+        "--room",
+        action="append",
+        metavar="ID",
+        help="a room whose wearables this gateway reaches (repeatable; default all rooms)",
+    )
+    gateway.add_argument(
+        "--name",
+        metavar="NAME",
+        help="the gateway's name in its batches and client id (default gateway-<room>, or "
+        "gateway-<site> for several rooms)",
+    )
+    _add_simulation_options(gateway)
+    _add_start_option(gateway)
+    gateway.set_defaults(handler=_gateway)
 
     export = commands.add_parser(
         "export",
@@ -487,6 +555,17 @@ def _add_simulation_options(command: argparse.ArgumentParser) -> None:
         default=1.0,
         metavar="N",
         help="with --simulate: session time N times faster than real time (default 1)",
+    )
+
+
+def _add_start_option(command: argparse.ArgumentParser) -> None:
+    """``--start``, for the commands whose simulated session may begin part-way through."""
+    command.add_argument(
+        "--start",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="with --simulate: begin at session time S seconds (default 0)",
     )
 
 

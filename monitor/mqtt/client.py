@@ -11,6 +11,9 @@ so the broker keeps QoS 1 subscriptions and queues commands while the service is
 :class:`CommandChannel` turns the command topics into a stream of parsed commands that nothing
 can stop: garbage is counted and answered (rate-limited), duplicates are answered again without
 being carried out twice.
+
+:class:`VitalsFeed` does the same for the gateways' readings and device events: parsed,
+deduplicated and counted (lost, late, malformed), handed to callbacks as a BLE connector would.
 """
 
 from __future__ import annotations
@@ -18,28 +21,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import enum
 import logging
 import random
 import socket
 import ssl
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from monitor.clock import Clock, SystemClock
 from monitor.config import MqttConfig, MqttTls, Secrets
 from monitor.models import AlarmEvent, DeviceEvent, Reading
 from monitor.mqtt.outbox import Outbox, Outgoing, Priority
 from monitor.mqtt.payloads import (
+    MAX_BATCH_READINGS,
     ActiveAlarms,
     AlarmMessage,
     Command,
@@ -50,10 +55,11 @@ from monitor.mqtt.payloads import (
     ServiceStatus,
     StatusReason,
     VitalsBatch,
+    _describe,
     parse_command,
 )
 from monitor.mqtt.topics import Topics, topic_matches
-from monitor.mqtt.tracking import BatchNumbering, EscalationTracker
+from monitor.mqtt.tracking import BatchNumbering, EscalationTracker, SequenceTracker
 from monitor.throttle import LogThrottle
 
 __all__ = [
@@ -64,14 +70,18 @@ __all__ = [
     "Backoff",
     "CommandChannel",
     "CommandStats",
+    "FeedStats",
     "GatewayPublisher",
     "Incoming",
     "LinkStats",
+    "Malformed",
     "MqttLink",
     "Subscription",
+    "VitalsFeed",
 ]
 
 _log = logging.getLogger("monitor.mqtt")
+_M = TypeVar("_M", bound=BaseModel)
 
 DEFAULT_OUTBOX_CAPACITY = 50_000
 """About 14 hours of one reading batch per second, or a long outage of a busy site."""
@@ -285,9 +295,15 @@ class MqttLink:
         topics: Topics,
         service: str,
         secrets: Secrets | None = None,
+        status: bool = True,
         **options: Any,
     ) -> MqttLink:
-        """A link as the site file describes it; the password comes from the environment."""
+        """A link as the site file describes it; the password comes from the environment.
+
+        ``status=False`` for a role the contract gives no status topic: a gateway's broker user
+        may write only readings and devices, so the broker would refuse every ``online`` (an
+        error in the log on each connect) and drop the last will.
+        """
         secrets = secrets if secrets is not None else Secrets()
         return cls(
             host=config.host,
@@ -297,7 +313,7 @@ class MqttLink:
             password=secrets.mqtt_password,
             tls=config.uses_tls,
             tls_files=config.tls,
-            status_topic=topics.status(service),
+            status_topic=topics.status(service) if status else None,
             service=service,
             **options,
         )
@@ -849,6 +865,20 @@ class GatewayPublisher:
         self._link.publish(self._topics.readings(batch.session, batch.participant), batch)
         return batch
 
+    def readings_by_participant(
+        self, readings: Sequence[Reading], sent_at: dt.datetime
+    ) -> list[VitalsBatch]:
+        """Readings of any participants: one batch per participant in arrival order, split at
+        ``MAX_BATCH_READINGS`` (a burst after a reconnect can exceed one message)."""
+        by_participant: dict[tuple[str, str], list[Reading]] = {}
+        for reading in readings:
+            by_participant.setdefault((reading.session, reading.participant), []).append(reading)
+        return [
+            self.readings(stream[start : start + MAX_BATCH_READINGS], sent_at)
+            for stream in by_participant.values()
+            for start in range(0, len(stream), MAX_BATCH_READINGS)
+        ]
+
     def device(self, event: DeviceEvent) -> None:
         """A device event, retained per device: its ``state`` is the link's current state."""
         self._link.publish(
@@ -856,6 +886,177 @@ class GatewayPublisher:
             DeviceStatus(event=event),
             retain=True,
         )
+
+
+class Malformed(enum.StrEnum):
+    """Why :class:`VitalsFeed` dropped a message; the keys of :attr:`FeedStats.malformed`."""
+
+    INVALID_TOPIC = "invalid_topic"  # not a readings or device topic of this site
+    INVALID_JSON = "invalid_json"  # not UTF-8 JSON
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    INVALID_PAYLOAD = "invalid_payload"  # JSON that does not match the payload model
+    TOPIC_MISMATCH = "topic_mismatch"  # the payload names another session, participant, device
+    INTERNAL = "internal"  # parsing failed in an unexpected way (a bug: report it)
+
+
+@dataclass(slots=True)
+class FeedStats:
+    """What came in on the readings and device topics (the batch numbering is in
+    :attr:`VitalsFeed.sequence`: lost, late, duplicate batches, gateway restarts)."""
+
+    messages: int = 0
+    batches: int = 0  # new batches passed on
+    readings: int = 0
+    device_events: int = 0
+    device_repeats: int = 0  # a device's latest event again: retained, restated, redelivered
+    malformed: dict[str, int] = field(default_factory=dict)
+
+
+class VitalsFeed:
+    """Readings and device events from the site's gateways, handed out as a BLE connector does.
+
+    The detector role's input: the same two callbacks as
+    :class:`~monitor.devices.connector.Connector`, called once per new reading and device event,
+    so a consumer that collects a connector's output into lists between detection passes takes a
+    feed unchanged::
+
+        feed = VitalsFeed(link, topics, readings.append, device_events.append)
+        group.create_task(feed.run())  # until cancelled
+
+    QoS 1 delivers at least once: a batch :class:`SequenceTracker` calls a duplicate is skipped
+    (lost and late batches are counted there), and a device event equal to the latest one of its
+    device is skipped (retained messages come again on every resubscribe, and a gateway restates
+    them after every reconnect). The first message per device may be the broker's retained one,
+    from before the feed listened: its ``occurred_at`` says how old it is. Garbage (bad JSON,
+    another schema, a payload that contradicts its topic) is counted by :class:`Malformed` and
+    logged at most every ``log_interval_s``, naming fields but never echoing values; nothing a
+    publisher sends makes :meth:`run` raise.
+    """
+
+    def __init__(
+        self,
+        link: MqttLink,
+        topics: Topics,
+        on_reading: Callable[[Reading], None],
+        on_device_event: Callable[[DeviceEvent], None],
+        *,
+        capacity: int = 10_000,
+        remember_devices: int = 4096,
+        log_interval_s: float = 10.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.topics = topics
+        self.stats = FeedStats()
+        self.sequence = SequenceTracker()
+        self._on_reading = on_reading
+        self._on_device_event = on_device_event
+        self._subscriptions = (
+            link.subscribe(topics.readings_filter, qos=1, capacity=capacity),
+            link.subscribe(topics.devices_filter, qos=1, capacity=capacity),
+        )
+        self._clock: Clock = clock or SystemClock()
+        self._remember = remember_devices
+        self._latest: OrderedDict[str, DeviceEvent] = OrderedDict()
+        self._malformed_log = LogThrottle(log_interval_s)
+        self._loss_log = LogThrottle(log_interval_s)
+
+    @property
+    def dropped(self) -> int:
+        """Messages the full subscription queues had to drop (a consumer that fell behind)."""
+        return sum(subscription.dropped for subscription in self._subscriptions)
+
+    async def run(self) -> None:
+        """Receive until cancelled; the link keeps the subscriptions across reconnects."""
+        async with asyncio.TaskGroup() as group:
+            for subscription in self._subscriptions:
+                group.create_task(self._consume(subscription), name="vitals-feed")
+
+    async def _consume(self, subscription: Subscription) -> None:
+        async for message in subscription:
+            self.receive(message)
+
+    def receive(self, message: Incoming) -> None:
+        """One message from the broker (:meth:`run` calls this); never raises on its content."""
+        self.stats.messages += 1
+        levels = message.topic.split("/")
+        if topic_matches(message.topic, self.topics.readings_filter):
+            batch = self._parse(VitalsBatch, message, "readings")
+            if batch is None:
+                return
+            if levels[-2:] != [batch.session, batch.participant]:
+                self._refuse("readings", Malformed.TOPIC_MISMATCH, "session or participant")
+                return
+            self._accept_batch(batch)
+        elif topic_matches(message.topic, self.topics.devices_filter):
+            status = self._parse(DeviceStatus, message, "device")
+            if status is None:
+                return
+            event = status.event
+            if levels[-3:] != [event.session, event.participant, event.device]:
+                self._refuse("device", Malformed.TOPIC_MISMATCH, "session, participant or device")
+                return
+            self._accept_device_event(message.topic, event)
+        else:
+            self._refuse("unknown", Malformed.INVALID_TOPIC, "not a readings or device topic")
+
+    def _parse(self, model: type[_M], message: Incoming, what: str) -> _M | None:
+        try:
+            return model.model_validate_json(message.payload)
+        except ValidationError as error:
+            self._refuse(what, _malformed(error), _describe(error))
+        except Exception as error:  # garbage must never stop the feed
+            self._refuse(what, Malformed.INTERNAL, type(error).__name__)
+        return None
+
+    def _accept_batch(self, batch: VitalsBatch) -> None:
+        lost = self.sequence.stats.lost
+        if not self.sequence.observe(batch):
+            return
+        if self.sequence.stats.lost > lost and self._loss_log.ready(self._clock.monotonic()):
+            _log.warning(
+                "reading batches missing from gateway %s (%s/%s): %d lost so far",
+                batch.gateway,
+                batch.session,
+                batch.participant,
+                self.sequence.stats.lost,
+            )
+        self.stats.batches += 1
+        self.stats.readings += len(batch.readings)
+        for reading in batch.readings:
+            self._on_reading(reading)
+
+    def _accept_device_event(self, topic: str, event: DeviceEvent) -> None:
+        if self._latest.get(topic) == event:
+            self.stats.device_repeats += 1
+            return
+        self._latest[topic] = event
+        self._latest.move_to_end(topic)
+        while len(self._latest) > self._remember:
+            self._latest.popitem(last=False)
+        self.stats.device_events += 1
+        self._on_device_event(event)
+
+    def _refuse(self, what: str, reason: Malformed, detail: str) -> None:
+        """Count and (rate-limited) log; the topic and payload are not logged: they could hold
+        anything, names included."""
+        self.stats.malformed[reason.value] = self.stats.malformed.get(reason.value, 0) + 1
+        if self._malformed_log.ready(self._clock.monotonic()):
+            _log.warning(
+                "dropped a malformed %s message: %s (%s); %d more dropped since the last report",
+                what,
+                reason.value,
+                detail,
+                self._malformed_log.take_suppressed(),
+            )
+
+
+def _malformed(error: ValidationError) -> Malformed:
+    errors = error.errors(include_input=False)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return Malformed.INVALID_JSON
+    if any(e["loc"][:1] == ("schema_version",) for e in errors):
+        return Malformed.UNSUPPORTED_SCHEMA_VERSION
+    return Malformed.INVALID_PAYLOAD
 
 
 class AlarmPublisher:

@@ -61,6 +61,7 @@ from monitor.mqtt.payloads import (
     reply_ok,
 )
 from monitor.mqtt.topics import INVALID_SESSION, Topics
+from monitor.service import BATCH_INTERVAL_S
 
 __all__ = ["REGENERATE", "render"]
 
@@ -402,6 +403,18 @@ def _connection_section() -> list[str]:
         "one) and `clean_start = false` with a session expiry of a day (MQTT 5) or "
         "`clean_session = false` (3.1.1), so the broker keeps QoS 1 subscriptions and queues "
         "commands while the detector reconnects.",
+        "- **Gateways** (`monitor gateway`, one per BLE adapter: a room, about ten links) "
+        f"publish every {BATCH_INTERVAL_S * 1000:g} ms what their wearables sent as one "
+        "`VitalsBatch` per participant (split at "
+        f"{MAX_BATCH_READINGS} readings), numbered 1, 2, 3, ... per topic under the gateway's "
+        "name (`gateway-<room>` unless `--name` says otherwise) with a new `run` on every start, "
+        "and every device event, retained per device. A gateway's client id is "
+        "`monitor-<site>-<name>`, or the site file's `client_id` followed by `-<name>`, so it "
+        "never takes the detector's session. Gateways have no status topic (their broker user "
+        "may write only `readings` and `devices`): a gateway that is gone shows as its "
+        "participants' streams going stale. The detector reads them with `VitalsFeed`, which "
+        "skips duplicate batches and repeats of a device's latest event, counts lost and late "
+        "batches (`SequenceTracker`) and counts malformed messages (logged, rate-limited).",
         "- **Credentials**: the user name is in `mqtt.url`; the password comes only from "
         "`MONITOR_MQTT_PASSWORD`. With `mqtts://` the broker's certificate is verified against "
         "`mqtt.tls.ca_file` (else the system's CAs), and `cert_file`/`key_file` give a client "
