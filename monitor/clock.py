@@ -13,7 +13,7 @@ import itertools
 import time
 from typing import Protocol
 
-__all__ = ["AcceleratedClock", "Clock", "ManualClock", "SystemClock"]
+__all__ = ["AcceleratedClock", "Clock", "FollowingClock", "ManualClock", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -64,6 +64,44 @@ class AcceleratedClock:
 
     def now(self) -> dt.datetime:
         return self._start + dt.timedelta(seconds=self.monotonic())
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(seconds, 0.0) / self.speed)
+
+
+class FollowingClock:
+    """Another process's :class:`AcceleratedClock`, followed from a time it stamped.
+
+    ``monitor detect`` beside gateways that run a simulation at xN: until :meth:`follow` is
+    first called this is real time; from then on it runs N times faster from the stamped time
+    (a batch's ``sent_at``), off by no more than the message's transit times N.
+    """
+
+    def __init__(self, speed: float) -> None:
+        if speed <= 0:
+            msg = f"speed must be positive, got {speed}"
+            raise ValueError(msg)
+        self.speed = speed
+        self._origin = time.monotonic()
+        self._anchor: tuple[dt.datetime, float] | None = None
+
+    @property
+    def following(self) -> bool:
+        return self._anchor is not None
+
+    def follow(self, stamped: dt.datetime) -> None:
+        """The other clock read ``stamped`` just now; the first call sets this clock."""
+        if self._anchor is None:
+            self._anchor = (stamped.astimezone(dt.UTC), time.monotonic())
+
+    def monotonic(self) -> float:
+        return (time.monotonic() - self._origin) * self.speed
+
+    def now(self) -> dt.datetime:
+        if self._anchor is None:
+            return dt.datetime.now(dt.UTC)
+        stamped, at = self._anchor
+        return stamped + dt.timedelta(seconds=(time.monotonic() - at) * self.speed)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(seconds, 0.0) / self.speed)

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from monitor.clock import AcceleratedClock, ManualClock, SystemClock
+from monitor.clock import AcceleratedClock, FollowingClock, ManualClock, SystemClock
 
 START = dt.datetime(2026, 11, 26, 8, 0, tzinfo=dt.UTC)
 
@@ -57,3 +57,18 @@ async def test_accelerated_clock_runs_faster_than_real_time() -> None:
 
 def test_system_clock_is_aware_utc() -> None:
     assert SystemClock().now().tzinfo is dt.UTC
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(5)
+async def test_a_following_clock_takes_the_other_clock_from_its_first_stamp() -> None:
+    clock = FollowingClock(speed=1000)
+    assert not clock.following
+    assert abs(clock.now() - SystemClock().now()) < dt.timedelta(seconds=5)  # real time till then
+    clock.follow(START)
+    clock.follow(START + dt.timedelta(days=1))  # later stamps do not move it
+    assert clock.following
+    await clock.sleep(5)
+    assert START + dt.timedelta(seconds=5) <= clock.now() < START + dt.timedelta(hours=1)
+    with pytest.raises(ValueError, match="speed"):
+        FollowingClock(speed=0)
