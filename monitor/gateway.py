@@ -4,7 +4,7 @@ A BLE adapter reaches one room and holds about ten links, so a site with several
 gateway beside each room and one detector that reads every gateway's batches from the broker
 (``monitor run`` is both roles in one process). A gateway keeps nothing itself: it runs a
 :class:`~monitor.devices.connector.Connector` per room and, every ``BATCH_INTERVAL_S`` (the
-service's detection interval, so a reading waits no longer than it would in ``monitor run``),
+detector's interval too, so a reading waits no longer than it would in ``monitor run``),
 publishes what arrived as one :class:`~monitor.mqtt.payloads.VitalsBatch` per participant, numbered
 per topic so the detector counts what is lost, and every device event retained per device.
 
@@ -29,11 +29,17 @@ from monitor.clock import Clock
 from monitor.config import MqttConfig, Secrets, SiteConfig
 from monitor.devices.connector import BleBackend, Connector, ConnectorSettings
 from monitor.models import DeviceEvent, Identifier, Reading
-from monitor.mqtt.client import GatewayPublisher, MqttLink
+from monitor.mqtt.client import (
+    BATCH_INTERVAL_S,
+    DETECTOR_NAME,
+    MQTT_URL_ENV,
+    GatewayPublisher,
+    MqttLink,
+    mqtt_settings,
+)
 from monitor.mqtt.topics import Topics
 from monitor.mqtt.tracking import BatchNumbering
 from monitor.recording import bindings_by_room
-from monitor.service import BATCH_INTERVAL_S, MQTT_URL_ENV, SERVICE_NAME, mqtt_settings
 
 __all__ = ["Gateway", "GatewaySummary"]
 
@@ -232,7 +238,7 @@ def _gateway_name(config: SiteConfig, rooms: Sequence[str], name: str | None) ->
     except ValidationError:
         msg = f"gateway name {name!r} is not an identifier (1-64 letters, digits, '.', '_', '-')"
         raise ValueError(msg) from None
-    if name == SERVICE_NAME:  # the detector numbers the batches of its own connector so
-        msg = f"{SERVICE_NAME!r} is the detector's name; choose another gateway name"
+    if name == DETECTOR_NAME:  # the detector numbers the batches of its own connector so
+        msg = f"{DETECTOR_NAME!r} is the detector's name; choose another gateway name"
         raise ValueError(msg)
     return name

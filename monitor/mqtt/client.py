@@ -27,7 +27,7 @@ import random
 import socket
 import ssl
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -40,7 +40,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from monitor.clock import Clock, SystemClock
-from monitor.config import MqttConfig, MqttTls, Secrets
+from monitor.config import MqttConfig, MqttTls, Secrets, SiteConfig
 from monitor.models import AlarmEvent, DeviceEvent, Reading
 from monitor.mqtt.outbox import Outbox, Outgoing, Priority
 from monitor.mqtt.payloads import (
@@ -63,9 +63,12 @@ from monitor.mqtt.tracking import BatchNumbering, EscalationTracker, SequenceTra
 from monitor.throttle import LogThrottle
 
 __all__ = [
+    "BATCH_INTERVAL_S",
     "DEFAULT_OUTBOX_CAPACITY",
+    "DETECTOR_NAME",
     "ERROR_REPLY_BURST",
     "ERROR_REPLY_RATE",
+    "MQTT_URL_ENV",
     "AlarmPublisher",
     "Backoff",
     "CommandChannel",
@@ -78,10 +81,31 @@ __all__ = [
     "MqttLink",
     "Subscription",
     "VitalsFeed",
+    "mqtt_settings",
 ]
 
 _log = logging.getLogger("monitor.mqtt")
 _M = TypeVar("_M", bound=BaseModel)
+
+MQTT_URL_ENV = "MONITOR_MQTT_URL"
+DETECTOR_NAME = "detector"
+"""The detector's name on the status topic and in the batches of ``monitor run``'s own wearables."""
+BATCH_INTERVAL_S = 0.25
+"""Wall time readings gather before a gateway publishes them or a detector evaluates them."""
+
+
+def mqtt_settings(config: SiteConfig, environ: Mapping[str, str]) -> MqttConfig | None:
+    """The site's broker with ``MONITOR_MQTT_URL`` on top; None means none is configured."""
+    url = environ.get(MQTT_URL_ENV) or None
+    if url is None:
+        return config.mqtt
+    base = config.mqtt.model_dump() if config.mqtt is not None else {}
+    try:
+        return MqttConfig.model_validate({**base, "url": url})
+    except ValueError as error:
+        msg = f"{MQTT_URL_ENV}: {error}"
+        raise ValueError(msg) from None
+
 
 DEFAULT_OUTBOX_CAPACITY = 50_000
 """About 14 hours of one reading batch per second, or a long outage of a busy site."""
@@ -930,7 +954,8 @@ class VitalsFeed:
     from before the feed listened: its ``occurred_at`` says how old it is. Garbage (bad JSON,
     another schema, a payload that contradicts its topic) is counted by :class:`Malformed` and
     logged at most every ``log_interval_s``, naming fields but never echoing values; nothing a
-    publisher sends makes :meth:`run` raise.
+    publisher sends makes :meth:`run` raise. ``on_batch`` sees each new batch before its
+    readings are handed out (its gateway, numbering and ``sent_at``).
     """
 
     def __init__(
@@ -944,8 +969,10 @@ class VitalsFeed:
         remember_devices: int = 4096,
         log_interval_s: float = 10.0,
         clock: Clock | None = None,
+        on_batch: Callable[[VitalsBatch], None] | None = None,
     ) -> None:
         self.topics = topics
+        self._on_batch = on_batch
         self.stats = FeedStats()
         self.sequence = SequenceTracker()
         self._on_reading = on_reading
@@ -1022,6 +1049,8 @@ class VitalsFeed:
             )
         self.stats.batches += 1
         self.stats.readings += len(batch.readings)
+        if self._on_batch is not None:
+            self._on_batch(batch)
         for reading in batch.readings:
             self._on_reading(reading)
 

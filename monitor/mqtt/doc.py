@@ -29,6 +29,7 @@ from monitor.models import (
     ReadingKind,
 )
 from monitor.mqtt.client import (
+    BATCH_INTERVAL_S,
     DEFAULT_OUTBOX_CAPACITY,
     ERROR_REPLY_BURST,
     ERROR_REPLY_RATE,
@@ -61,7 +62,6 @@ from monitor.mqtt.payloads import (
     reply_ok,
 )
 from monitor.mqtt.topics import INVALID_SESSION, Topics
-from monitor.service import BATCH_INTERVAL_S
 
 __all__ = ["REGENERATE", "render"]
 
@@ -412,9 +412,12 @@ def _connection_section() -> list[str]:
         "`monitor-<site>-<name>`, or the site file's `client_id` followed by `-<name>`, so it "
         "never takes the detector's session. Gateways have no status topic (their broker user "
         "may write only `readings` and `devices`): a gateway that is gone shows as its "
-        "participants' streams going stale. The detector reads them with `VitalsFeed`, which "
-        "skips duplicate batches and repeats of a device's latest event, counts lost and late "
-        "batches (`SequenceTracker`) and counts malformed messages (logged, rate-limited).",
+        "participants' streams going stale. The detector (`monitor detect`) reads them with "
+        "`VitalsFeed`, which skips duplicate batches and repeats of a device's latest event, "
+        "counts lost and late batches (`SequenceTracker`; `monitor_vitals_batches_lost` on "
+        "`/metrics`) and counts malformed messages (logged, rate-limited); it does not publish "
+        "the readings again. `monitor run` is both roles in one process: it publishes its own "
+        "wearables' batches under the name `detector`.",
         "- **Credentials**: the user name is in `mqtt.url`; the password comes only from "
         "`MONITOR_MQTT_PASSWORD`. With `mqtts://` the broker's certificate is verified against "
         "`mqtt.tls.ca_file` (else the system's CAs), and `cert_file`/`key_file` give a client "
