@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from monitor.config import SiteConfig
     from monitor.devices.connector import BleBackend
     from monitor.models import DoseMarker
+    from monitor.service import RunOptions
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -190,14 +191,41 @@ async def _wearables(
 
 
 def _run(args: argparse.Namespace) -> int:
-    from monitor.service import RunOptions, Service  # noqa: PLC0415
-
     config = _load_config_or_report(args.config)
     if config is None:
         return EXIT_BAD_INPUT
     if args.simulate is None and (args.speed != 1.0 or args.start != 0.0):
         print("--speed and --start only apply with --simulate", file=sys.stderr)
         return EXIT_BAD_INPUT
+    options = _service_options(args, simulated=args.simulate is not None)
+
+    async def main() -> int:
+        markers_file = None if args.record is None else args.record / "markers.jsonl"
+        wearables = await _wearables(args, config, start_s=args.start, markers_file=markers_file)
+        if wearables is None:
+            return EXIT_BAD_INPUT
+        clock, backend, simulation = wearables
+        return await _serve(config, clock, backend, options, simulation)
+
+    return _run_until_signal(main())
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from monitor.clock import FollowingClock, SystemClock  # noqa: PLC0415
+
+    config = _load_config_or_report(args.config)
+    if config is None:
+        return EXIT_BAD_INPUT
+    following = args.speed != 1.0
+    options = _service_options(args, simulated=following)
+    clock = FollowingClock(args.speed) if following else SystemClock()
+    return _run_until_signal(_serve(config, clock, None, options, None))
+
+
+def _service_options(args: argparse.Namespace, *, simulated: bool) -> RunOptions:
+    """``run`` and ``detect``: the options they share, and the log file of the live view."""
+    from monitor.service import RunOptions  # noqa: PLC0415
+
     live = sys.stdout.isatty() and not args.no_live
     if live:  # log lines would tear the live view apart: they go to a file beside the store
         log_file = args.store.parent / "monitor.log"
@@ -206,33 +234,33 @@ def _run(args: argparse.Namespace) -> int:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().handlers[:] = [handler]
         logging.getLogger().setLevel(logging.INFO)
-    options = RunOptions(
+    return RunOptions(
         store=args.store,
         duration_s=args.duration,
         record=args.record,
-        wait_for_devices_s=30.0 if args.simulate is not None else 0.0,
+        wait_for_devices_s=30.0 if simulated else 0.0,
         http=args.http,
         live=live,
     )
 
-    async def main() -> int:
-        markers_file = None if args.record is None else args.record / "markers.jsonl"
-        wearables = await _wearables(args, config, start_s=args.start, markers_file=markers_file)
-        if wearables is None:
-            return EXIT_BAD_INPUT
-        clock, backend, simulation = wearables
-        service = Service(
-            config, clock=clock, backend=backend, options=options, simulation=simulation
-        )
-        try:
-            summary = await service.run()
-        except ValueError as error:  # a connection setting from the environment, named
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        print("\n".join(summary.lines()))
-        return EXIT_OK
 
-    return _run_until_signal(main())
+async def _serve(
+    config: SiteConfig,
+    clock: Clock,
+    backend: BleBackend | None,
+    options: RunOptions,
+    simulation: contextlib.AbstractAsyncContextManager[list[DoseMarker]] | None,
+) -> int:
+    from monitor.service import Service  # noqa: PLC0415
+
+    service = Service(config, clock=clock, backend=backend, options=options, simulation=simulation)
+    try:
+        summary = await service.run()
+    except ValueError as error:  # a connection setting from the environment, named
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("\n".join(summary.lines()))
+    return EXIT_OK
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -323,31 +351,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, required=True, metavar="FILE", help="site config")
     _add_simulation_options(run)
     _add_start_option(run)
-    run.add_argument(
-        "--record",
-        type=Path,
-        metavar="DIR",
-        help="also write DIR/readings.jsonl, DIR/alarms.jsonl and DIR/device-events.jsonl",
-    )
-    run.add_argument(
-        "--store",
-        type=Path,
-        default=DEFAULT_STORE,
-        metavar="FILE",
-        help=f"the spool / local store (SQLite; default {DEFAULT_STORE})",
-    )
-    run.add_argument(
-        "--http",
-        type=_host_port,
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port)",
-    )
-    run.add_argument(
-        "--no-live",
-        action="store_true",
-        help="no live terminal view (it is shown only when stdout is a terminal anyway)",
-    )
+    _add_service_options(run)
     run.set_defaults(handler=_run)
+
+    detect = commands.add_parser(
+        "detect",
+        help="the detector of a site with gateways: their readings over MQTT -> alarms, storage",
+        description=(
+            "Read every gateway's readings and device events from the site's broker (site file "
+            "or MONITOR_MQTT_URL; required), detect, publish every alarm transition and store "
+            "everything, as monitor run does with its own wearables. Lost gateway batches are "
+            "counted. With --speed N it follows gateways that run a simulation at xN (their "
+            "clock, from their first batch). Stops on SIGINT/SIGTERM or after --duration."
+        ),
+    )
+    detect.add_argument("--config", type=Path, required=True, metavar="FILE", help="site config")
+    detect.add_argument(
+        "--duration", type=_positive_float, metavar="S", help="stop after S wall-clock seconds"
+    )
+    detect.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        metavar="N",
+        help="the gateways simulate at xN: follow their clock (default 1: real time)",
+    )
+    _add_service_options(detect)
+    detect.set_defaults(handler=_detect)
 
     gateway = commands.add_parser(
         "gateway",
@@ -555,6 +585,35 @@ def _add_simulation_options(command: argparse.ArgumentParser) -> None:
         default=1.0,
         metavar="N",
         help="with --simulate: session time N times faster than real time (default 1)",
+    )
+
+
+def _add_service_options(command: argparse.ArgumentParser) -> None:
+    """``--record``, ``--store``, ``--http`` and ``--no-live``: the detector's, in ``run`` and
+    ``detect``."""
+    command.add_argument(
+        "--record",
+        type=Path,
+        metavar="DIR",
+        help="also write DIR/readings.jsonl, DIR/alarms.jsonl and DIR/device-events.jsonl",
+    )
+    command.add_argument(
+        "--store",
+        type=Path,
+        default=DEFAULT_STORE,
+        metavar="FILE",
+        help=f"the spool / local store (SQLite; default {DEFAULT_STORE})",
+    )
+    command.add_argument(
+        "--http",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port)",
+    )
+    command.add_argument(
+        "--no-live",
+        action="store_true",
+        help="no live terminal view (it is shown only when stdout is a terminal anyway)",
     )
 
 

@@ -40,7 +40,7 @@ from monitor.alerts.inputs import Consciousness
 from monitor.alerts.pipeline import DetectionPipeline
 from monitor.alerts.rules import RuleSet
 from monitor.broker import EmbeddedBroker
-from monitor.clock import Clock
+from monitor.clock import Clock, FollowingClock
 from monitor.config import MqttConfig, Secrets, SiteConfig
 from monitor.devices.connector import BleBackend, Connector, ConnectorSettings
 from monitor.jsonl import JsonlWriter
@@ -55,15 +55,25 @@ from monitor.models import (
     DoseMarker,
     Reading,
 )
-from monitor.mqtt.client import AlarmPublisher, CommandChannel, GatewayPublisher, MqttLink
+from monitor.mqtt.client import (
+    BATCH_INTERVAL_S,
+    DETECTOR_NAME,
+    MQTT_URL_ENV,
+    AlarmPublisher,
+    CommandChannel,
+    GatewayPublisher,
+    MqttLink,
+    VitalsFeed,
+    mqtt_settings,
+)
 from monitor.mqtt.payloads import (
-    MAX_BATCH_READINGS,
     AcknowledgeCommand,
     Command,
     ConsciousnessCommand,
     DoseCommand,
     PauseCommand,
     ResumeCommand,
+    VitalsBatch,
     reply_for_error,
     reply_ok,
 )
@@ -80,12 +90,9 @@ from monitor.storage import (
 )
 from monitor.throttle import LogThrottle
 
-__all__ = ["MQTT_URL_ENV", "RunOptions", "Service", "ServiceSummary", "mqtt_settings"]
+__all__ = ["RunOptions", "Service", "ServiceSummary"]
 
-MQTT_URL_ENV = "MONITOR_MQTT_URL"
-SERVICE_NAME = "detector"
 DRAIN_TIMEOUT_S = 10.0
-BATCH_INTERVAL_S = 0.25  # wall time between detection passes; readings wait at most this long
 
 _log = logging.getLogger(__name__)
 
@@ -114,10 +121,20 @@ class ServiceSummary:
     mqtt_url: str = ""
     influx: str = "local store"
     by_priority: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    gateways: VitalsFeed | None = None  # monitor detect: what came from the gateways
 
     def lines(self) -> list[str]:
         priorities = ", ".join(f"{n} {p}" for p, n in sorted(self.by_priority.items())) or "none"
+        received = []
+        if self.gateways is not None:
+            loss = self.gateways.sequence.stats
+            received = [
+                f"from gateways: {self.gateways.stats.batches} batches, {loss.lost} lost, "
+                f"{loss.late} late, {loss.duplicates} duplicates, "
+                f"{sum(self.gateways.stats.malformed.values())} malformed messages"
+            ]
         return [
+            *received,
             f"readings: {self.readings}",
             f"device events: {self.device_events}",
             f"alarm events: {self.alarm_events} ({priorities})",
@@ -127,28 +144,20 @@ class ServiceSummary:
         ]
 
 
-def mqtt_settings(config: SiteConfig, environ: Mapping[str, str]) -> MqttConfig | None:
-    """The site's broker with ``MONITOR_MQTT_URL`` on top; None means the embedded broker."""
-    url = environ.get(MQTT_URL_ENV) or None
-    if url is None:
-        return config.mqtt
-    base = config.mqtt.model_dump() if config.mqtt is not None else {}
-    try:
-        return MqttConfig.model_validate({**base, "url": url})
-    except ValueError as error:
-        msg = f"{MQTT_URL_ENV}: {error}"
-        raise ValueError(msg) from None
-
-
 class Service:
-    """The whole of ``monitor run`` for one site (see the module docstring)."""
+    """The whole of ``monitor run`` for one site (see the module docstring).
+
+    With ``backend=None`` it is ``monitor detect``: no wearables of its own, the readings and
+    device events of the site's gateways from the broker instead (which must then be configured).
+    A :class:`~monitor.clock.FollowingClock` follows the gateways' simulated clock.
+    """
 
     def __init__(
         self,
         config: SiteConfig,
         *,
         clock: Clock,
-        backend: BleBackend,
+        backend: BleBackend | None,
         options: RunOptions,
         simulation: AbstractAsyncContextManager[Sequence[DoseMarker]] | None = None,
         environ: Mapping[str, str] | None = None,
@@ -195,6 +204,12 @@ class Service:
     async def run(self) -> ServiceSummary:
         """Run until ``duration_s`` passes or the task is cancelled (SIGINT/SIGTERM)."""
         mqtt = mqtt_settings(self.config, self._environ)
+        if mqtt is None and self._backend is None:
+            msg = (
+                f"no MQTT broker configured: the detector reads the gateways' readings from the "
+                f"site's broker (set [mqtt] url in the site file or {MQTT_URL_ENV})"
+            )
+            raise ValueError(msg)
         influx = resolve_influx_config(self.config.influx, self._environ)
         secrets = Secrets()
         site = self.config.site.code
@@ -210,11 +225,19 @@ class Service:
                 self.summary.mqtt_url = f"{mqtt.host}:{mqtt.port}"
             topics = Topics(mqtt.topic_root, site)
             link = MqttLink.from_config(
-                mqtt, topics=topics, service=SERVICE_NAME, secrets=secrets, protocol=protocol
+                mqtt, topics=topics, service=DETECTOR_NAME, secrets=secrets, protocol=protocol
             )
             await stack.enter_async_context(link)
             alarms = AlarmPublisher(link, topics)
-            vitals = GatewayPublisher(link, topics, BatchNumbering(SERVICE_NAME))
+            vitals = None
+            feed = None
+            if self._backend is None:
+                feed = VitalsFeed(
+                    link, topics, self._take_reading, self._take_device_event, on_batch=self._follow
+                )
+                self.summary.gateways = feed
+            else:
+                vitals = GatewayPublisher(link, topics, BatchNumbering(DETECTOR_NAME))
             commands = CommandChannel(link, topics)  # its rate limit is wall time, not session
             self.options.store.parent.mkdir(parents=True, exist_ok=True)
             spool = await stack.enter_async_context(
@@ -232,7 +255,7 @@ class Service:
                 )
                 self.summary.influx = f"InfluxDB {influx.api} at {influx.url}"
             record = await self._record_files(stack)
-            metrics = self._metrics(link, commands, spool, writer)
+            metrics = self._metrics(link, commands, spool, writer, feed)
             if self.options.http is not None:
                 host, port = self.options.http
                 server = await stack.enter_async_context(
@@ -251,7 +274,7 @@ class Service:
                 summary=self.summary,
                 observers=self._observers,
             )
-            self._connectors = self._make_connectors()
+            self._connectors = [] if self._backend is None else self._make_connectors(self._backend)
             try:
                 with contextlib.suppress(TimeoutError):
                     async with (
@@ -260,6 +283,8 @@ class Service:
                     ):
                         for connector in self._connectors:
                             group.create_task(connector.run(), name="service.connector")
+                        if feed is not None:
+                            group.create_task(feed.run(), name="service.vitals_feed")
                         if writer is not None:
                             group.create_task(writer.run(), name="service.influx_writer")
                         await self._wait_for_devices(sinks)
@@ -295,7 +320,12 @@ class Service:
             )
 
     def _metrics(
-        self, link: MqttLink, commands: CommandChannel, spool: Spool, writer: InfluxWriter | None
+        self,
+        link: MqttLink,
+        commands: CommandChannel,
+        spool: Spool,
+        writer: InfluxWriter | None,
+        feed: VitalsFeed | None,
     ) -> Metrics:
         """Counters read at scrape time from where they are kept (the service, the link...)."""
         metrics = Metrics()
@@ -352,6 +382,19 @@ class Service:
                     lambda: writer.status.points_written,
                 )
             )
+        if feed is not None:
+            values += [
+                (
+                    "monitor_vitals_batches_lost",
+                    "gateway reading batches missing now (a late one takes its loss back)",
+                    lambda: feed.sequence.stats.lost,
+                ),
+                (
+                    "monitor_vitals_malformed_total",
+                    "messages on the readings and device topics that did not parse",
+                    lambda: sum(feed.stats.malformed.values()),
+                ),
+            ]
         for name, help_text, read in values:
             metrics.gauge_fn(name, help_text, _as_float(read))
         return metrics
@@ -364,29 +407,41 @@ class Service:
             for name in ("readings.jsonl", "alarms.jsonl", "device-events.jsonl")
         }
 
-    def _make_connectors(self) -> list[Connector]:
-        def on_reading(reading: Reading) -> None:
-            self._readings.append(reading)
-            self._wake.set()
+    def _take_reading(self, reading: Reading) -> None:
+        self._readings.append(reading)
+        self._wake.set()
 
-        def on_event(event: DeviceEvent) -> None:
-            self._device_events.append(event)
-            self._wake.set()
+    def _take_device_event(self, event: DeviceEvent) -> None:
+        self._device_events.append(event)
+        self._wake.set()
 
+    def _follow(self, batch: VitalsBatch) -> None:
+        """Gateways running a simulation set the pace of a detector that follows them."""
+        if isinstance(self.clock, FollowingClock) and not self.clock.following:
+            self.clock.follow(batch.sent_at)
+            _log.warning(
+                "following the gateways' clock at x%g from %s (gateway %s)",
+                self.clock.speed,
+                batch.sent_at.isoformat(),
+                batch.gateway,
+            )
+
+    def _make_connectors(self, backend: BleBackend) -> list[Connector]:
         return [
             Connector(
                 bindings,
-                on_reading,
-                on_event,
+                self._take_reading,
+                self._take_device_event,
                 clock=self.clock,
-                backend=self._backend,
+                backend=backend,
                 settings=ConnectorSettings(max_links=self.config.room(room).max_connections),
             )
             for room, bindings in bindings_by_room(self.config).items()
         ]
 
     async def _wait_for_devices(self, sinks: _Sinks) -> None:
-        """With simulated wearables, start detection once they are all on air (bounded).
+        """With simulated wearables, start detection once they are all on air (bounded), and,
+        following gateways, once their clock is known.
 
         Accelerated time makes the seconds a radio needs to connect look like minutes of
         silence; real devices get no such grace: a wearable that never connects must alarm.
@@ -395,9 +450,15 @@ class Service:
             return
         deadline = asyncio.get_running_loop().time() + self.options.wait_for_devices_s
         seen: set[str] = set()
-        expected = {device for c in self._connectors for device in c.states()}
-        while not expected <= seen and asyncio.get_running_loop().time() < deadline:
+        expected = {
+            binding.identity.device
+            for bindings in bindings_by_room(self.config).values()
+            for binding in bindings
+        }
+        following = not isinstance(self.clock, FollowingClock) or self.clock.following
+        while not (expected <= seen and following) and asyncio.get_running_loop().time() < deadline:
             seen |= {e.device for e in self._device_events if e.state is DeviceState.CONNECTED}
+            following = not isinstance(self.clock, FollowingClock) or self.clock.following
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, deadline - asyncio.get_running_loop().time())):
@@ -616,7 +677,7 @@ class _Sinks:
     site: str
     spool: Spool
     alarms: AlarmPublisher
-    vitals: GatewayPublisher
+    vitals: GatewayPublisher | None  # None when the readings came from gateways over MQTT
     record: dict[str, JsonlWriter]
     summary: ServiceSummary
     observers: tuple[
@@ -631,19 +692,15 @@ class _Sinks:
         on_reading, on_device_event, _ = self.observers
         records: list[Reading | DeviceEvent] = [*readings, *events]
         await self.spool.accept([to_point(record, site=self.site) for record in records])
-        by_participant: dict[tuple[str, str], list[Reading]] = collections.defaultdict(list)
         for reading in readings:
-            by_participant[(reading.session, reading.participant)].append(reading)
             self._write("readings.jsonl", reading)
             if on_reading is not None:
                 on_reading(reading)
-        if readings:
-            sent_at = max(r.received_at for r in readings)
-            for batch in by_participant.values():
-                for start in range(0, len(batch), MAX_BATCH_READINGS):
-                    self.vitals.readings(batch[start : start + MAX_BATCH_READINGS], sent_at)
+        if readings and self.vitals is not None:
+            self.vitals.readings_by_participant(readings, max(r.received_at for r in readings))
         for event in events:
-            self.vitals.device(event)
+            if self.vitals is not None:
+                self.vitals.device(event)
             self._write("device-events.jsonl", event)
             if on_device_event is not None:
                 on_device_event(event)
