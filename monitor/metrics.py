@@ -128,14 +128,20 @@ class Gauge(_Family):
         return self._values.get(self._key(labels), 0.0)
 
 
-class _FunctionGauge:
-    """A gauge read at scrape time, so a depth owned elsewhere is never stale or double-kept."""
+class _FunctionMetric:
+    """A value read at scrape time, so a count or depth owned elsewhere is never stale or
+    double-kept: a gauge, or a counter when the owner only ever adds to it."""
 
-    kind = "gauge"
-
-    def __init__(self, name: str, help_text: str, fn: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        fn: Callable[[], float],
+        kind: Literal["counter", "gauge"],
+    ) -> None:
         self.name = name
         self.help = help_text
+        self.kind = kind
         self._fn = fn
 
     def samples(self) -> list[tuple[str, float]]:
@@ -153,11 +159,11 @@ class Metrics:
 
     Names are written in full (``monitor_readings_total``) so a dashboard's query can be found in
     the code with grep; the registry only checks the prefix. Everything runs on the event loop, so
-    there is no locking; ``gauge_fn`` callables must be cheap and must not block.
+    there is no locking; ``gauge_fn``/``counter_fn`` callables must be cheap and must not block.
     """
 
     def __init__(self) -> None:
-        self._families: dict[str, _Family | _FunctionGauge] = {}
+        self._families: dict[str, _Family | _FunctionMetric] = {}
 
     def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
         counter = Counter(self._check(name, labels), help, labels)
@@ -170,7 +176,20 @@ class Metrics:
         return gauge
 
     def gauge_fn(self, name: str, help: str, fn: Callable[[], float]) -> None:
-        self._families[self._check(name, ())] = _FunctionGauge(name, help, fn)
+        self._families[self._check(name, ())] = _FunctionMetric(name, help, fn, "gauge")
+
+    def counter_fn(self, name: str, help: str, fn: Callable[[], float]) -> None:
+        """A total kept elsewhere that only grows (Prometheus computes rates from it)."""
+        self._families[self._check(name, ())] = _FunctionMetric(name, help, fn, "counter")
+
+    def values(self) -> dict[str, float]:
+        """Every unlabelled metric's current value, by name (for the periodic log line)."""
+        return {
+            name: value
+            for name, family in sorted(self._families.items())
+            for labels, value in family.samples()
+            if not labels
+        }
 
     def render(self) -> str:
         """The text exposition format 0.0.4, metrics and samples sorted so scrapes diff cleanly."""

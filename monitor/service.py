@@ -93,6 +93,7 @@ from monitor.throttle import LogThrottle
 __all__ = ["RunOptions", "Service", "ServiceSummary"]
 
 DRAIN_TIMEOUT_S = 10.0
+COUNTERS_LOG_INTERVAL_S = 60.0  # wall time
 
 _log = logging.getLogger(__name__)
 
@@ -293,6 +294,7 @@ class Service:
                         group.create_task(
                             self._serve_commands(commands, sinks), name="service.commands"
                         )
+                        group.create_task(_log_counters(metrics), name="service.counters")
                         if self.options.live:
                             group.create_task(
                                 run_live_view(self._live, self.clock, stream=sys.stdout),
@@ -396,7 +398,8 @@ class Service:
                 ),
             ]
         for name, help_text, read in values:
-            metrics.gauge_fn(name, help_text, _as_float(read))
+            register = metrics.counter_fn if name.endswith("_total") else metrics.gauge_fn
+            register(name, help_text, _as_float(read))
         return metrics
 
     async def _record_files(self, stack: contextlib.AsyncExitStack) -> dict[str, JsonlWriter]:
@@ -622,6 +625,16 @@ def _restored(
         pipeline.lifecycle.next_sequence,
     )
     return pipeline
+
+
+async def _log_counters(metrics: Metrics) -> None:
+    """The /metrics counters in the log too, once a minute: a log is often all a site keeps."""
+    while True:
+        await asyncio.sleep(COUNTERS_LOG_INTERVAL_S)
+        counters = " ".join(
+            f"{name.removeprefix('monitor_')}={value:g}" for name, value in metrics.values().items()
+        )
+        _log.info("counters: %s", counters)
 
 
 def _as_float(read: Callable[[], float]) -> Callable[[], float]:

@@ -245,3 +245,14 @@ async def test_a_failing_route_is_a_500() -> None:
     async with HttpServer("127.0.0.1", 0, {"/broken": broken}) as server:
         response = await raw_request(server.port, b"GET /broken HTTP/1.1\r\n\r\n")
     assert status_of(response) == 500
+
+
+def test_function_counters_are_typed_counters_and_values_feed_the_log_line() -> None:
+    metrics = Metrics()
+    seen = [3]
+    metrics.counter_fn("monitor_readings_total", "Readings received.", lambda: seen[0])
+    metrics.gauge_fn("monitor_spool_depth", "Points waiting.", lambda: 2)
+    metrics.counter("monitor_by_kind_total", "By kind.", labels=("kind",)).inc(kind="hr")
+    assert "# TYPE monitor_readings_total counter\nmonitor_readings_total 3\n" in metrics.render()
+    seen[0] = 5
+    assert metrics.values() == {"monitor_readings_total": 5.0, "monitor_spool_depth": 2.0}
