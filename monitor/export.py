@@ -36,6 +36,7 @@ import collections
 import csv
 import dataclasses
 import datetime as dt
+import os
 import re
 import sqlite3
 import sys
@@ -490,10 +491,16 @@ def run_export(args: argparse.Namespace) -> int:
         request = _Request.of(args)
         if request.out is None:
             counts = request.run(sys.stdout)
+            sys.stdout.flush()
         else:
             counts = _export_to_file(request, request.out)
     except ExportError as error:
         sys.stderr.write(f"error: {error}\n")
         return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        # The reader had enough (``monitor export | head``): not an error, and Python must not
+        # report one when it flushes stdout on the way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     sys.stderr.write(summary(counts, request.store, request.fmt) + "\n")
     return EXIT_OK

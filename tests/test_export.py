@@ -178,6 +178,22 @@ def test_the_console_script_writes_line_protocol_to_stdout(store: Path) -> None:
     assert done.stderr.startswith("exported 4 points")
 
 
+def test_a_reader_that_stops_early_is_not_an_error(store: Path) -> None:
+    """``monitor export | head``: the pipe closes before the export is written."""
+    export = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "export", "--store", str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert export.stdout is not None and export.stderr is not None
+    export.stdout.close()
+    status = export.wait(timeout=30)
+    errors = export.stderr.read().decode()
+    export.stderr.close()
+    assert status == 0, errors
+    assert "BrokenPipeError" not in errors
+
+
 @pytest.mark.asyncio
 async def test_export_reads_a_store_the_service_holds_open(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
