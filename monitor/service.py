@@ -490,7 +490,7 @@ class Service:
                 threshold=spool.high_water_mark,
             )
             await sinks.alarm_events(session.id, events, pipeline.active())
-            sinks.alarms.snapshot(session.id, pipeline.active(), origin)
+            sinks.snapshot(session.id, pipeline.active(), origin)
 
     async def _detect(self, sinks: _Sinks) -> None:
         """Feed readings in micro-batches and let time pass on the session clock."""
@@ -738,6 +738,13 @@ class _Sinks:
             journal=[JournalEntry(e.session, e.sequence, e.model_dump_json()) for e in events],
         )
         self.alarms.publish(session, events, active, events[-1].occurred_at)
+        on_alarms = self.observers[2]
+        if on_alarms is not None:
+            on_alarms(session, active)
+
+    def snapshot(self, session: str, active: Sequence[AlarmEvent], as_of: dt.datetime) -> None:
+        """The session's alarms as they stand (at start: restored ones too), for late viewers."""
+        self.alarms.snapshot(session, active, as_of)
         on_alarms = self.observers[2]
         if on_alarms is not None:
             on_alarms(session, active)
