@@ -190,12 +190,19 @@ async def _wearables(
     return clock, backend, simulation
 
 
-def _run(args: argparse.Namespace) -> int:
+def _config_for_wearables(args: argparse.Namespace) -> SiteConfig | None:
+    """The site config of a command with wearables, and its simulation options checked;
+    ``None`` once the problem is reported."""
     config = _load_config_or_report(args.config)
-    if config is None:
-        return EXIT_BAD_INPUT
-    if args.simulate is None and (args.speed != 1.0 or args.start != 0.0):
+    if config is not None and args.simulate is None and (args.speed != 1.0 or args.start != 0.0):
         print("--speed and --start only apply with --simulate", file=sys.stderr)
+        return None
+    return config
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _config_for_wearables(args)
+    if config is None:
         return EXIT_BAD_INPUT
     options = _service_options(args, simulated=args.simulate is not None)
 
@@ -266,11 +273,8 @@ async def _serve(
 def _gateway(args: argparse.Namespace) -> int:
     from monitor.gateway import Gateway  # noqa: PLC0415
 
-    config = _load_config_or_report(args.config)
+    config = _config_for_wearables(args)
     if config is None:
-        return EXIT_BAD_INPUT
-    if args.simulate is None and (args.speed != 1.0 or args.start != 0.0):
-        print("--speed and --start only apply with --simulate", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     async def main() -> int:
