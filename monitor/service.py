@@ -475,20 +475,16 @@ class Service:
         """A pipeline per session, continuing from the store's alarm journal, if it has one."""
         origin = self.clock.now()
         spool = sinks.spool
+        # The spool's state as it is now, so that a restored storage-backlog alarm can clear too;
+        # a crossing while the journals are read is reported again at the first pass.
+        self._backlog = None
+        backlog = HighWater(spool.over_high_water, spool.depth, spool.high_water_mark)
         for session in self.config.sessions:
             rules = compile_rules(self.config, session.id)
             journal = await spool.journal(session.id)
             pipeline = _restored(rules, session.id, origin, journal)
             self._pipelines[session.id] = pipeline
-            # The spool's state now; a restored storage-backlog alarm must also be able to clear.
-            self._backlog = None
-            events = pipeline.report(
-                STORAGE_BACKLOG.id,
-                origin,
-                met=spool.over_high_water,
-                value=spool.depth,
-                threshold=spool.high_water_mark,
-            )
+            events = _report_backlog(pipeline, origin, backlog)
             await sinks.alarm_events(session.id, events, pipeline.active())
             sinks.snapshot(session.id, pipeline.active(), origin)
 
@@ -522,13 +518,7 @@ class Service:
         backlog, self._backlog = self._backlog, None
         if backlog is not None:
             for session, pipeline in self._pipelines.items():
-                events[session] += pipeline.report(
-                    STORAGE_BACKLOG.id,
-                    now,
-                    met=backlog.over,
-                    value=backlog.depth,
-                    threshold=backlog.mark,
-                )
+                events[session] += _report_backlog(pipeline, now, backlog)
         await sinks.persist(readings, device_events)
         for session, found in events.items():
             await sinks.alarm_events(session, found, self._pipelines[session].active())
@@ -587,6 +577,15 @@ async def _to_completion(work: Coroutine[Any, Any, None]) -> None:
     except asyncio.CancelledError:
         await task
         raise
+
+
+def _report_backlog(
+    pipeline: DetectionPipeline, moment: dt.datetime, backlog: HighWater
+) -> list[AlarmEvent]:
+    """The spool's high-water state as the storage-backlog condition of every participant."""
+    return pipeline.report(
+        STORAGE_BACKLOG.id, moment, met=backlog.over, value=backlog.depth, threshold=backlog.mark
+    )
 
 
 def _restored(
