@@ -14,29 +14,43 @@ Per stream, shape (P * K,):
     ``_last_t`` int64, the last non-late sample time (section 1);
     ``_prev_t`` int64 and ``_prev_v`` float64, the previous plausible unflagged sample (section 2);
     ``_evidence_t`` int64 (``NEVER`` until the first) and ``_evidence_v`` float64, the latest
-    evidence, read at ticks by staleness, combined and NEWS2 rules.
+    evidence, read at ticks by staleness, combined and NEWS2 rules;
+    ``_news2_code`` int16, the NEWS2 code of the latest evidence (see ``NEWS2_RED_CODE``), kept
+    by the rounds, so a tick only sums codes.
 The per-sample rules of every stream, a :class:`_StreamRules` of *cells*: each stream has
     ``lb_columns`` limit/baseline cells (its parameter's slots, padded with cells that never
     breach) and ``trend_columns`` trend cells, stored as two contiguous blocks of flat arrays:
     ``status`` int8, ``run`` int32, ``since`` int64: the condition state machine (section 3);
-    ``confirm`` int32, ``delay`` int64, ``priority`` int8, ``threshold``, ``slot`` and
-    ``participant``: each cell's rule numbers and what its updates report;
-    for the limit/baseline block, (P * K, lb_columns) ``offset``, ``sign``, ``breach_at``,
+    ``confirm`` int32, ``delay`` int64, ``priority`` int8, ``threshold`` and ``rank``
+    (participant and slot): each cell's rule numbers and what its updates report; each block is
+    column-major (cell ``c * P * K + s``), so a test of one value per stream against every
+    column broadcasts along the outer axis and runs at full speed;
+    for the limit/baseline block, (lb_columns, P * K) ``offset``, ``sign``, ``breach_at``,
     ``clear_at`` float64, so both kinds read ``x = (value - offset) * sign``, breach
     ``x >= breach_at``, clear ``x <= clear_at``. A limit's offset is 0 and a strict limit
     breaches at the next float above its threshold (exact for floats); a baseline cell's offset
     is the baseline, NaN while there is none, which makes every comparison false. Multiplying by
     +-1 and subtracting 0 are exact, so these are the reference's comparisons bit for bit.
-A round tests the whole limit/baseline block at once (in place when most streams have a sample,
-    on gathered rows otherwise), the trend cells of the samples that entered a window, then
-    advances only the cells that may change, all parameters together.
-Per trend slot, a :class:`_TrendSlot`: ring buffers of shape (P, capacity) holding ``t_ms``,
+Quiet intervals. Whether a cell breaches is monotone in the value, so for each cell and status
+    there is an exact open interval of values on which the cell stays as it is (clear: below
+    its first breaching value; met: from it on; pending: none), computed once per cell
+    (``quiet_low``/``quiet_high``) and intersected per stream over its cells' current status
+    (``lb_low``/``lb_high``, recomputed for the streams whose cells change). Likewise each
+    stream's NEWS2 band is an interval. Most samples fall inside both, so a round tests the
+    limit/baseline cells and rescores NEWS2 only for the few outside (gathered; on whole
+    arrays when they are most streams), tests the trend cells of the samples that entered a
+    window, then advances only the cells that may change, all parameters together.
+Per trend slot, a :class:`_TrendSlot`: ring buffers of shape (capacity, P) holding ``t_ms``,
     ``t_s`` and ``qv`` (int64) with running int64 sums St, Sv, Stt, Stv (add the entering sample,
-    subtract the leaving ones), and per-participant head, count and rule numbers.
-Per parameter with a baseline rule, a :class:`_BaselineBuffer`: rings of shape (P, max_samples) of
-    int64 times and float64 values, filled until the participant's baseline is fixed.
+    subtract the leaving ones), and per-participant head, count and rule numbers. Position-major,
+    so the samples that enter together (the usual case) are written side by side.
+Per parameter with a baseline rule, a :class:`_BaselineBuffer`: rings of shape (max_samples, P)
+    of int64 times and float64 values, filled until the participant's baseline is fixed.
 Per combined or NEWS2 slot, a :class:`_TickSlot` of (P,) arrays: status, since, band, rule
     numbers; every staleness slot together in one :class:`_Staleness` of (P, slots) arrays.
+    A tick reads every stream's latest evidence in a few whole-array passes and runs the state
+    machines only on the participants whose result may change; staleness costs nothing while
+    no evidence can be old enough.
 Dose markers are queued and fix baselines in one vectorised pass before the next batch.
 
 Buffers are created with ``np.full`` rather than ``np.zeros`` so that their pages are touched
@@ -49,9 +63,9 @@ MB, most of it the trend and baseline rings.
 
 from __future__ import annotations
 
-import functools
+import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import numpy as np
@@ -87,11 +101,13 @@ ScalarT = TypeVar("ScalarT", bound=np.generic)
 
 K: Final = len(DETECTION_PARAMETERS)
 NEVER: Final = -(2**62)  # "no such time": far enough back that differences stay in int64
+LATEST: Final = 2**62  # "not until the end of time"
 CLEAR: Final = int(ConditionStatus.CLEAR)
 PENDING: Final = int(ConditionStatus.PENDING)
 MET: Final = int(ConditionStatus.MET)
 assert (CLEAR, PENDING, MET) == (0, 1, 2), "_may_change relies on these codes"
 NO_BAND: Final = -1
+FIRST_BREACHING_STEPS: Final = 64
 PRIORITIES: Final = (AlarmPriority.LOW, AlarmPriority.MEDIUM, AlarmPriority.HIGH)
 PRIORITY_CODE: Final = {priority: code for code, priority in enumerate(PRIORITIES)}
 STATUSES: Final = (ConditionStatus.CLEAR, ConditionStatus.PENDING, ConditionStatus.MET)
@@ -115,64 +131,124 @@ NEWS2_LOW_AT: Final = 1
 NEWS2_LOWER_BOUND: Final = np.array(
     [NEWS2_LOW_AT, NEWS2_MEDIUM_AT, NEWS2_HIGH_AT], dtype=np.float64
 )
+# Each stream's NEWS2 score is kept as a *code*: the score, plus NEWS2_RED_CODE when it is red.
+# NEWS2_RED_CODE exceeds any aggregate, so one sum of codes per participant carries both the
+# aggregate (sum % NEWS2_RED_CODE) and whether a single score was red (sum >= NEWS2_RED_CODE),
+# and one lookup in NEWS2_BANDS gives a tick the band.
+NEWS2_RED_CODE: Final = sum(int(scores.max()) for _, scores in NEWS2_CHART.values()) + NEWS2_RED + 1
+NEWS2_UNCONSCIOUS: Final = NEWS2_RED + NEWS2_RED_CODE  # anything but alert scores a red 3
+NEWS2_CODES: Final = (len(NEWS2_CHART) + 1) * NEWS2_UNCONSCIOUS + 1  # every possible sum
 
 
-@dataclass(slots=True)
+def _news2_band(code: int, *, alert_low: bool) -> int:
+    """The band of a participant's sum of codes (section 4)."""
+    aggregate = code % NEWS2_RED_CODE
+    if aggregate >= NEWS2_HIGH_AT:
+        return PRIORITY_CODE[AlarmPriority.HIGH]
+    if code >= NEWS2_RED_CODE or aggregate >= NEWS2_MEDIUM_AT:
+        return PRIORITY_CODE[AlarmPriority.MEDIUM]
+    if alert_low and aggregate >= NEWS2_LOW_AT:
+        return PRIORITY_CODE[AlarmPriority.LOW]
+    return NO_BAND
+
+
+# Three tables of NEWS2_CODES bands, one after the other: without and with alert_low, and all
+# NO_BAND for a participant without the rule; each participant looks up in its own.
+NEWS2_BANDS: Final = np.array(
+    [_news2_band(code, alert_low=low) for low in (False, True) for code in range(NEWS2_CODES)]
+    + [NO_BAND] * NEWS2_CODES,
+    dtype=np.int64,
+)
+
+
+_ChangePart = tuple[I64, I64, npt.NDArray[np.integer], npt.NDArray[np.integer], F64, F64]
+"""Times, ranks, statuses, priorities, values and thresholds of some changes."""
+
+
 class _Changes:
-    """Condition changes found during one call, turned into objects once, in order, at the end."""
+    """Condition changes found during one call, turned into objects once, in order, at the end.
 
-    t_ms: list[I64] = field(default_factory=list)
-    participant: list[I64] = field(default_factory=list)
-    slot: list[I64] = field(default_factory=list)
-    status: list[I64] = field(default_factory=list)
-    priority: list[I64] = field(default_factory=list)
-    value: list[F64] = field(default_factory=list)  # NaN: no value
-    threshold: list[F64] = field(default_factory=list)
+    Each change names its participant and rule slot by one *rank*, ``participant * slots +
+    slot``, which orders changes of equal time as section 6 does.
+    """
+
+    __slots__ = ("_ordered", "_parts", "_slots")
+
+    def __init__(self, slots: int) -> None:
+        self._slots = slots
+        self._parts: list[_ChangePart] = []
+        self._ordered = True
 
     def add(
         self,
         *,
         t_ms: I64,
-        participant: I64,
-        slot: I64,
+        rank: I64,
         status: npt.NDArray[np.integer],
         priority: npt.NDArray[np.integer],
-        value: F64,
+        value: F64,  # NaN: no value
         threshold: F64,
+        ordered: bool,
     ) -> None:
-        self.t_ms.append(t_ms)
-        self.participant.append(participant)
-        self.slot.append(slot)
-        self.status.append(status.astype(np.int64))
-        self.priority.append(priority.astype(np.int64))
-        self.value.append(value)
-        self.threshold.append(threshold)
+        """``ordered``: these changes are already in section 6 order among themselves."""
+        self._parts.append((t_ms, rank, status, priority, value, threshold))
+        self._ordered = ordered and len(self._parts) == 1
 
     def updates(self) -> list[ConditionUpdate]:
-        """Section 6 order: by (t_ms, participant, rule)."""
-        if not self.t_ms:
+        """Section 6 order: by (t_ms, participant, rule).
+
+        The objects are built by ``tuple.__new__`` on complete rows, skipping the named tuple's
+        Python-level ``__new__``, with the enum members looked up by numpy in object arrays.
+        """
+        if not self._parts:
             return []
-        t_ms = np.concatenate(self.t_ms)
-        participant = np.concatenate(self.participant)
-        slot = np.concatenate(self.slot)
-        order = np.lexsort((slot, participant, t_ms))
-        value = np.concatenate(self.value)[order]
-        threshold = np.concatenate(self.threshold)[order]
+        if len(self._parts) == 1:
+            t_ms, rank, status, priority, value, threshold = self._parts[0]
+        else:
+            t_ms, rank, status, priority, value, threshold = (
+                np.concatenate(field) for field in zip(*self._parts, strict=True)
+            )
+        if not self._ordered:
+            order = _order(t_ms, rank)
+            t_ms, rank, status = t_ms.take(order), rank.take(order), status.take(order)
+            priority, value, threshold = (
+                priority.take(order),
+                value.take(order),
+                threshold.take(order),
+            )
+        participant, slot = np.divmod(rank, self._slots)
         fields = zip(
-            t_ms[order].tolist(),
-            participant[order].tolist(),
-            slot[order].tolist(),
-            map(STATUSES.__getitem__, np.concatenate(self.status)[order].tolist()),
-            map(PRIORITIES.__getitem__, np.concatenate(self.priority)[order].tolist()),
+            t_ms.tolist(),
+            participant.tolist(),
+            slot.tolist(),
+            STATUS_OBJECTS.take(status).tolist(),
+            PRIORITY_OBJECTS.take(priority).tolist(),
             _optional(value),
             _optional(threshold),
             strict=True,
         )
-        return list(map(_new_update, fields))
+        return list(map(tuple.__new__, itertools.repeat(ConditionUpdate), fields))
 
 
-_new_update: Final = functools.partial(tuple.__new__, ConditionUpdate)
-"""``ConditionUpdate._make`` without its Python-level wrapper (the fields are complete)."""
+STATUS_OBJECTS: Final = np.array(STATUSES, dtype=object)
+PRIORITY_OBJECTS: Final = np.array(PRIORITIES, dtype=object)
+
+
+def _order(t_ms: I64, rank: I64) -> IntP:
+    """The stable order by (t_ms, rank): one sort of a combined int64 key when it fits, which
+    is several times faster than ``np.lexsort``."""
+    start, end = int(t_ms.min()), int(t_ms.max())
+    if start == end:  # a tick's changes
+        by_rank: IntP = rank.argsort(kind="stable")
+        return by_rank
+    span = int(rank.max()) + 1
+    if (end - start + 1) * span >= 2**63:
+        return np.lexsort((rank, t_ms))
+    key = t_ms - start
+    key *= span
+    key += rank
+    order: IntP = key.argsort(kind="stable")
+    return order
 
 
 def _flatnonzero(mask: Bool) -> IntP:
@@ -190,6 +266,26 @@ def _may_change(breach: Bool, status: I8) -> Bool:
     total -= 1
     may_change: Bool = total <= 1
     return may_change
+
+
+def _first_breaching(u: F64, b: F64) -> F64:
+    """Elementwise the least float ``y`` with ``fl(y - u) >= b``: since ``fl(y - u)`` never
+    decreases as ``y`` grows, ``fl(y - u) >= b`` exactly when ``y >= result``.
+
+    ``u + b`` is within a few ulps of it, so a few steps of one ulp find it; an element that has
+    not settled after ``FIRST_BREACHING_STEPS`` (no finite input needs that many) is NaN, which
+    makes every quiet interval built on it empty.
+    """
+    y = u + b
+    for _ in range(FIRST_BREACHING_STEPS):
+        below = np.nextafter(y, -math.inf)
+        down = below - u >= b  # the float below breaches too
+        up = ~(y - u >= b)  # y itself does not breach
+        if not (down.any() or up.any()):
+            return y
+        y = np.where(down, below, np.where(up, np.nextafter(y, math.inf), y))
+    settled = (y - u >= b) & ~(np.nextafter(y, -math.inf) - u >= b)
+    return np.where(settled, y, np.nan)
 
 
 def _optional(values: F64) -> list[float | None]:
@@ -218,7 +314,6 @@ class _TrendSlot:
 
     parameter: int
     column: int
-    active: Bool
     rising: Bool
     rate: F64
     threshold: F64  # rate_per_min when rising, -rate_per_min when falling
@@ -229,7 +324,7 @@ class _TrendSlot:
     at_least: F64
     at_most: F64
     capacity: int
-    buffer_ms: I64  # (P * capacity,) row-major rings
+    buffer_ms: I64  # (capacity * P,): position j of participant p's ring at j * P + p
     buffer_t: I64  # whole seconds since origin
     buffer_q: I64  # round(value * 100)
     head: I64
@@ -238,7 +333,7 @@ class _TrendSlot:
     sum_q: I64
     sum_tt: I64
     sum_tq: I64
-    last_entered_ms: I64
+    due_ms: I64  # when the next sample may enter: LATEST without the rule
 
     @classmethod
     def build(cls, parameter: int, column: int, rules: Column) -> _TrendSlot:
@@ -249,10 +344,10 @@ class _TrendSlot:
         specs = [never if spec is None else spec for spec in trends]
         rate = np.array([spec.rate_per_min for spec in specs])
         rising = np.array([spec.rising for spec in specs], dtype=np.bool_)
+        active = np.array([spec is not None for spec in trends], dtype=np.bool_)
         return cls(
             parameter=parameter,
             column=column,
-            active=np.array([spec is not None for spec in trends], dtype=np.bool_),
             rising=rising,
             rate=rate,
             threshold=np.where(rising, rate, -rate),
@@ -276,26 +371,24 @@ class _TrendSlot:
             sum_q=np.zeros(n, dtype=np.int64),
             sum_tt=np.zeros(n, dtype=np.int64),
             sum_tq=np.zeros(n, dtype=np.int64),
-            last_entered_ms=np.full(n, NEVER, dtype=np.int64),
+            due_ms=np.where(active, NEVER, LATEST),
         )
 
     def offer(self, participants: IntP, t_ms: I64, t_s: I64, values: F64) -> tuple[IntP, Bool, F64]:
         """Section 3 trend window: rows that entered, and their breach and slope (NaN: none)."""
-        due = self.active.take(participants) & (
-            t_ms - self.last_entered_ms.take(participants) >= self.resolution_ms.take(participants)
-        )
-        rows = _flatnonzero(due)
+        rows = _flatnonzero(t_ms >= self.due_ms.take(participants))
         if len(rows) == 0:
             return rows, np.zeros(0, dtype=np.bool_), np.zeros(0)
         p = participants.take(rows)
         now_ms = t_ms.take(rows)
         capacity = self.capacity
+        rings = len(self.head)
         # Leaving: older than window_s before the entering sample (several after a gap). The
         # spacing of entered samples keeps the count within capacity, so nothing else leaves.
         leaving, newest = p, now_ms
         while len(leaving):
             head = self.head.take(leaving)
-            oldest = leaving * capacity + head
+            oldest = head * rings + leaving
             out = (self.count.take(leaving) > 0) & (
                 newest - self.buffer_ms.take(oldest) > self.window_ms.take(leaving)
             )
@@ -315,12 +408,12 @@ class _TrendSlot:
         q = np.rint(v * 100.0).astype(np.int64)
         head = self.head.take(p)
         count = self.count.take(p) + 1
-        at = p * capacity + (head + count - 1) % capacity
+        at = (head + count - 1) % capacity * rings + p
         self.buffer_ms[at] = now_ms
         self.buffer_t[at] = ts
         self.buffer_q[at] = q
         self.count[p] = count
-        self.last_entered_ms[p] = now_ms
+        self.due_ms[p] = now_ms + self.resolution_ms.take(p)
         sum_t = self.sum_t.take(p) + ts
         sum_q = self.sum_q.take(p) + q
         sum_tt = self.sum_tt.take(p) + ts * ts
@@ -330,8 +423,10 @@ class _TrendSlot:
         self.sum_tt[p] = sum_tt
         self.sum_tq[p] = sum_tq
 
-        span_s = ts - self.buffer_t.take(p * capacity + head)
+        span_s = ts - self.buffer_t.take(head * rings + p)
         enough = (count >= self.min_samples.take(p)) & (2 * span_s >= self.window_s.take(p))
+        if not enough.any():  # e.g. while the windows fill: no slope, so no breach
+            return rows, np.zeros(len(rows), dtype=np.bool_), np.full(len(rows), np.nan)
         numerator = count * sum_tq - sum_t * sum_q
         denominator = np.where(enough, count * sum_tt - sum_t * sum_t, 1)
         slope = (numerator.astype(np.float64) / denominator.astype(np.float64)) * 60.0 / 100.0
@@ -353,11 +448,11 @@ class _BaselineBuffer:
     wanted: Bool  # (P,) has a baseline rule on this parameter and no baseline yet
     waiting: int  # how many participants are wanted, so a fixed parameter costs nothing
     capacity: int
-    t_ms: I64  # (P * capacity,) row-major rings
+    t_ms: I64  # (capacity * P,): position j of participant p's ring at j * P + p
     value: F64
     head: I64
     count: I64
-    last_entered_ms: I64
+    due_ms: I64  # when the next sample may enter: LATEST once not wanted
 
     def offer(
         self,
@@ -365,20 +460,17 @@ class _BaselineBuffer:
         t_ms: I64,
         values: F64,
         status: tuple[I8, ...],
-        stale: Bool,
+        stale: Bool | None,
     ) -> None:
         """Take due samples that arrived with every condition on the parameter clear (``status``
         after evaluating them, ``stale`` from the last tick); an excluded one is not entered."""
-        rows = _flatnonzero(
-            self.wanted.take(participants)
-            & (t_ms - self.last_entered_ms.take(participants) >= self.resolution_ms)
-        )
+        rows = _flatnonzero(t_ms >= self.due_ms.take(participants))
         if len(rows) == 0:
             return
         p = participants.take(rows)
-        busy = stale.take(p)
-        for cells in status:
-            busy |= (cells.take(p, axis=0) != CLEAR).any(axis=1)
+        busy = np.zeros(len(p), dtype=np.bool_) if stale is None else stale.take(p)
+        for cells in status:  # (columns, P); CLEAR is 0
+            busy |= cells.take(p, axis=1).any(axis=0)
         rows, p = rows[~busy], p[~busy]
         if len(rows) == 0:
             return
@@ -386,12 +478,12 @@ class _BaselineBuffer:
         head = self.head.take(p)
         count = self.count.take(p)
         full = count == capacity
-        at = p * capacity + (head + count) % capacity
+        at = (head + count) % capacity * len(self.head) + p
         self.t_ms[at] = t_ms.take(rows)
         self.value[at] = values.take(rows)
         self.head[p] = np.where(full, (head + 1) % capacity, head)
         self.count[p] = np.where(full, count, count + 1)
-        self.last_entered_ms[p] = t_ms.take(rows)
+        self.due_ms[p] = t_ms.take(rows) + self.resolution_ms
 
     def fix(self, participants: IntP, t_ms: I64) -> F64:
         """The lower median of each participant's buffered samples in the window ending at its
@@ -406,7 +498,7 @@ class _BaselineBuffer:
         width = int(count.max())
         position = np.arange(width)
         # The ring's first ``count`` slots hold its samples; their order does not matter here.
-        cells = p[:, None] * self.capacity + position
+        cells = position * len(self.head) + p[:, None]
         times = self.t_ms.take(cells)
         in_window = (
             (position < count[:, None])
@@ -427,10 +519,10 @@ class _StreamRules:
 
     Each stream has ``lb_columns`` limit and baseline cells (its parameter's slots, padded with
     cells that never breach) and ``trend_columns`` trend cells. Per-cell arrays are flat: the
-    limit/baseline block first, cell ``s * lb_columns + c``, then the trend block, cell
-    ``streams * lb_columns + s * trend_columns + j``; ``lb(array)`` and ``trend(array)`` are
-    their (streams, columns) views. Each block is contiguous, so whole-block tests run at full
-    speed.
+    limit/baseline block first, cell ``c * streams + s``, then the trend block, cell
+    ``streams * lb_columns + j * streams + s``; ``lb(array)`` and ``trend(array)`` are their
+    (columns, streams) views. Column-major, because numpy broadcasts a per-stream row along an
+    outer axis at full speed but loops slowly over a short inner one (3x to 50x here).
     """
 
     streams: int
@@ -443,24 +535,56 @@ class _StreamRules:
     delay: I64
     priority: I8
     threshold: F64  # what an update reports; NaN in a baseline cell until the baseline is fixed
-    slot: I64  # the rule slot of each cell, -1 for padding
-    participant: I64  # the participant of each cell
-    offset: F64  # (streams, lb_columns): 0, or the baseline (NaN until fixed) in a baseline cell
+    rank: I64  # participant * slots + slot of each cell: what its updates report and sort by
+    offset: F64  # (lb_columns, streams): 0, or the baseline (NaN until fixed) in a baseline cell
     sign: F64
     breach_at: F64
     clear_at: F64
     trends: list[_TrendSlot]
     baselines: list[_BaselineBuffer]
+    # Quiet intervals: a cell in a given status does not change on any value v with
+    # low < v < high (NaN: no such v). (3, lb_columns, streams) by status, flat.
+    quiet_low: F64
+    quiet_high: F64
+    lb_low: F64  # (streams,): the intersection over the stream's cells in their current status
+    lb_high: F64
 
     @property
     def trend_base(self) -> int:
         return self.streams * self.lb_columns
 
     def lb(self, array: npt.NDArray[ScalarT]) -> npt.NDArray[ScalarT]:
-        return array[: self.trend_base].reshape(self.streams, self.lb_columns)
+        return array[: self.trend_base].reshape(self.lb_columns, self.streams)
 
     def trend(self, array: npt.NDArray[ScalarT]) -> npt.NDArray[ScalarT]:
-        return array[self.trend_base :].reshape(self.streams, self.trend_columns)
+        return array[self.trend_base :].reshape(self.trend_columns, self.streams)
+
+    def set_quiet(self, columns: IntP, streams: IntP) -> None:
+        """The quiet intervals of cells ``(columns, streams)`` (broadcast), from their numbers.
+
+        With ``y = sign * v`` a cell breaches exactly when ``y >= w``, ``w`` its first breaching
+        ``y`` (:func:`_first_breaching`): clear, it stays put below ``w``; met, from ``w`` on;
+        pending, never. A baseline cell without a baseline never breaches.
+        """
+        offset = self.offset[columns, streams]
+        sign = self.sign[columns, streams]
+        fixed = ~np.isnan(offset)
+        w = _first_breaching(np.where(fixed, offset * sign, 0.0), self.breach_at[columns, streams])
+        below = np.nextafter(w, -math.inf)
+        up = sign > 0
+        low = self.quiet_low.reshape(3, self.lb_columns, self.streams)
+        high = self.quiet_high.reshape(3, self.lb_columns, self.streams)
+        low[CLEAR][columns, streams] = np.where(fixed & ~up, -w, -math.inf)
+        high[CLEAR][columns, streams] = np.where(fixed & up, w, math.inf)
+        low[MET][columns, streams] = np.where(fixed, np.where(up, below, -math.inf), np.nan)
+        high[MET][columns, streams] = np.where(fixed, np.where(up, math.inf, -below), np.nan)
+
+    def relax(self, streams: IntP) -> None:
+        """Recompute the streams' quiet intervals from their cells' current status."""
+        cells = np.arange(self.lb_columns, dtype=np.intp)[:, None] * self.streams + streams
+        at = self.status.take(cells).astype(np.intp) * self.trend_base + cells
+        self.lb_low[streams] = self.quiet_low.take(at).max(axis=0, initial=-math.inf)
+        self.lb_high[streams] = self.quiet_high.take(at).min(axis=0, initial=math.inf)
 
 
 @dataclass(slots=True)
@@ -474,6 +598,7 @@ class _TickSlot:
     priority: I8
     delay: I64
     max_age_ms: I64
+    max_age: int | None  # the max_age_ms of every participant with the rule, if they share it
     band: I64  # NEWS2: the band last reported as a priority code, NO_BAND when clear
 
     @classmethod
@@ -485,6 +610,7 @@ class _TickSlot:
             else 0
             for rule in column
         ]
+        shared = {ms for ms, rule in zip(max_age, column, strict=True) if rule is not None}
         return cls(
             slot=slot,
             active=np.array([rule is not None for rule in column], dtype=np.bool_),
@@ -496,6 +622,7 @@ class _TickSlot:
                 dtype=np.int64,
             ),
             max_age_ms=np.array(max_age, dtype=np.int64),
+            max_age=shared.pop() if len(shared) == 1 else None,
             band=np.full(n, NO_BAND, dtype=np.int64),
         )
 
@@ -506,10 +633,14 @@ class _Staleness:
 
     slot: I64  # (slots,) rule slot of each column
     parameter: list[int]  # each column's detection parameter
+    columns: IntP  # the same, for gathering evidence times
     active: Bool  # (P, slots)
     stale_ms: I64
+    longest_ms: int  # the longest active stale_ms: from then on, no stream is fresh by default
+    shortest_ms: int  # the shortest active stale_ms
     priority: I8
-    status: I8
+    met: Bool
+    any_met: bool
 
     @classmethod
     def build(cls, slots: list[tuple[int, Column]]) -> _Staleness:
@@ -517,19 +648,39 @@ class _Staleness:
             return np.array(values, dtype=dtype).reshape(len(slots), -1).T.copy()
 
         specs = [_specs(column, StalenessSpec) for _, column in slots]
+        parameter = [
+            STREAM_OF[next(s for s in column if s is not None).parameter] for column in specs
+        ]
+        stale_ms = [
+            [0 if s is None else s.stale_after_s * 1000 for s in column] for column in specs
+        ]
         return cls(
             slot=np.array([slot for slot, _ in slots], dtype=np.int64),
-            parameter=[
-                STREAM_OF[next(s for s in column if s is not None).parameter] for column in specs
-            ],
+            parameter=parameter,
+            columns=np.array(parameter, dtype=np.intp),
             active=matrix([[s is not None for s in column] for column in specs], np.bool_),
-            stale_ms=matrix(
-                [[0 if s is None else s.stale_after_s * 1000 for s in column] for column in specs],
-                np.int64,
+            stale_ms=matrix(stale_ms, np.int64),
+            longest_ms=max(max(column) for column in stale_ms),
+            shortest_ms=min(
+                ms
+                for column, specs_of in zip(stale_ms, specs, strict=True)
+                for ms, spec in zip(column, specs_of, strict=True)
+                if spec is not None
             ),
             priority=matrix([_priority_codes(column).tolist() for _, column in slots], np.int8),
-            status=np.zeros((len(slots[0][1]) if slots else 0, len(slots)), dtype=np.int8),
+            met=np.zeros((len(slots[0][1]) if slots else 0, len(slots)), dtype=np.bool_),
+            any_met=False,
         )
+
+    def met_on(self, k: int) -> Bool | None:
+        """Participants with a staleness rule on parameter ``k`` met at the last tick."""
+        columns = [j for j, parameter in enumerate(self.parameter) if parameter == k]
+        if not columns:
+            return None
+        met_on = self.met[:, columns[0]].copy()
+        for j in columns[1:]:
+            met_on |= self.met[:, j]
+        return met_on
 
 
 @dataclass(slots=True)
@@ -539,6 +690,11 @@ class _CombinedParts:
     stream: IntP  # (parts, P) stream index of each part
     sign: F64
     breach_at: F64  # -inf for padding, which always holds
+    padding: list[Bool | None]  # per part, where it is padding; None when it is nowhere
+    # Per part, when every participant's is on one parameter k with one direction (overrides
+    # change only numbers): k, whether high, and the value bound (v >= it or v <= it), so a
+    # tick reads the strided column and compares once. None otherwise.
+    uniform: list[tuple[int, bool, F64] | None]
 
     @classmethod
     def build(cls, column: Column) -> _CombinedParts:
@@ -555,7 +711,96 @@ class _CombinedParts:
                 stream[j, p] += STREAM_OF[part.parameter]
                 sign[j, p] = direction
                 breach_at[j, p] = signed if part.inclusive else np.nextafter(signed, math.inf)
-        return cls(stream, sign, breach_at)
+        pad = breach_at == -math.inf
+        uniform: list[tuple[int, bool, F64] | None] = []
+        for j in range(width):
+            real = ~pad[j]
+            offsets = set((stream[j, real] % K).tolist())
+            signs = set(sign[j, real].tolist())
+            if len(offsets) != 1 or len(signs) != 1:
+                uniform.append(None)
+                continue
+            high = signs == {1.0}
+            # High: v >= breach_at. Low: -v >= breach_at, i.e. v <= -breach_at. Padding holds.
+            if high:
+                bound = np.where(real, breach_at[j], -math.inf)
+            else:
+                bound = np.where(real, -breach_at[j], math.inf)
+            uniform.append((offsets.pop(), high, bound))
+        return cls(stream, sign, breach_at, [row if row.any() else None for row in pad], uniform)
+
+
+@dataclass(slots=True)
+class _News2Chart:
+    """NEWS2 chart 1 by detection parameter, for the rounds that keep each stream's code of its
+    latest evidence up to date, with the open interval of values that keep that code.
+
+    The tables are tiny and stay in cache; a gathered lookup reads them by parameter, and only
+    a round that rescores most streams uses the per-stream copy of the limits.
+    """
+
+    upper: F64  # (limits, K): each parameter's upper band limits, padded with +inf
+    codes: npt.NDArray[np.int16]  # (K * bands,): each parameter's code per band
+    bounds: F64  # (K * bands, 2): each band's interval (low, high) of values
+    bands: int  # limits + 1
+    upper_by_stream: F64  # (limits, streams)
+    first_by_stream: IntP  # (streams,): where each stream's parameter's bands start
+
+    @classmethod
+    def build(cls, participants: int) -> _News2Chart:
+        limits = max(len(upper) for upper, _ in NEWS2_CHART.values())
+        upper = np.full((limits, K), math.inf)
+        codes = np.zeros((K, limits + 1), dtype=np.int16)
+        for k, (upper_limits, scores) in NEWS2_CHART.items():
+            upper[: len(upper_limits), k] = upper_limits
+            codes[k, : len(scores)] = np.where(scores == NEWS2_RED, NEWS2_UNCONSCIOUS, scores)
+        # Band i holds upper[i - 1] < v <= upper[i], i.e. the open (upper[i - 1], next(upper[i])).
+        bounds = np.concatenate([np.full((1, K), -math.inf), upper, np.full((1, K), math.inf)])
+        first = np.arange(K, dtype=np.intp) * (limits + 1)
+        return cls(
+            upper=upper,
+            codes=codes.reshape(-1),
+            bounds=np.stack(
+                [bounds[:-1].T.reshape(-1), np.nextafter(bounds[1:], math.inf).T.reshape(-1)],
+                axis=1,
+            ),
+            bands=limits + 1,
+            upper_by_stream=np.tile(upper, participants),
+            first_by_stream=np.tile(first, participants),
+        )
+
+    def band(self, values: F64, streams: IntP | None = None) -> IntP:
+        """Where each value's band is in the tables: its parameter's first band plus the number
+        of its upper limits below it. ``values`` are those of ``streams``, or of every stream
+        when ``streams`` is None."""
+        if streams is None:
+            upper, first = self.upper_by_stream, self.first_by_stream
+        else:
+            parameter = streams % K
+            upper, first = self.upper.take(parameter, axis=1), parameter * self.bands
+        above = np.greater(values, upper).view(np.int8).sum(axis=0, dtype=np.int8)
+        at: IntP = first + above
+        return at
+
+
+@dataclass(slots=True)
+class _News2Slot:
+    """One NEWS2 slot: its tick state, and per participant where its band table starts."""
+
+    tick: _TickSlot
+    bands_at: IntP  # (P,) offset into NEWS2_BANDS by alert_low, or the NO_BAND table
+    max_age_ms: I64  # (streams,)
+
+    @classmethod
+    def build(cls, slot: int, column: Column) -> _News2Slot:
+        tick = _TickSlot.build(slot, column, with_delay=False)
+        specs = _specs(column, News2Spec)
+        table = [2 if spec is None else int(spec.alert_low) for spec in specs]
+        return cls(
+            tick=tick,
+            bands_at=np.array(table, dtype=np.intp) * NEWS2_CODES,
+            max_age_ms=np.repeat(tick.max_age_ms, K),
+        )
 
 
 class Engine:
@@ -569,6 +814,7 @@ class Engine:
         self._dosed_at: list[int] = []
         participants = len(rules.participants)
         self._participants = participants
+        self._slots = len(rules.rule_ids)
         streams = participants * K
         artefacts = rules.artefacts
         self._plausible_low = np.array([artefacts.plausible[k][0] for k in DETECTION_PARAMETERS])
@@ -584,14 +830,13 @@ class Engine:
         self._prev_v = np.zeros(streams)
         self._evidence_t = np.full(streams, NEVER, dtype=np.int64)
         self._evidence_v = np.zeros(streams)
-        self._unconscious = np.zeros(participants, dtype=np.bool_)
-        self._stale = np.zeros((K, participants), dtype=np.bool_)  # a staleness rule is met
+        self._consciousness = np.zeros(participants, dtype=np.int16)  # NEWS2 code: 0 when alert
 
         columns = [[row[slot] for row in rules.rules] for slot in range(len(rules.rule_ids))]
         self._stream_rules = self._build_stream_rules(columns)
         staleness: list[tuple[int, Column]] = []
         self._combined: list[tuple[_TickSlot, _CombinedParts]] = []
-        self._news2: list[tuple[_TickSlot, Bool]] = []
+        self._news2: list[_News2Slot] = []
         for slot, column in enumerate(columns):
             specs = [rule.spec for rule in column if rule is not None]
             if not specs:
@@ -603,13 +848,17 @@ class Engine:
                 tick_slot = _TickSlot.build(slot, column, with_delay=True)
                 self._combined.append((tick_slot, _CombinedParts.build(column)))
             elif isinstance(spec, News2Spec):
-                alert_low = np.array(
-                    [s is not None and s.alert_low for s in _specs(column, News2Spec)],
-                    dtype=np.bool_,
-                )
-                self._news2.append((_TickSlot.build(slot, column, with_delay=False), alert_low))
+                self._news2.append(_News2Slot.build(slot, column))
         self._staleness = _Staleness.build(staleness) if staleness else None
-        self._no_values = np.full(participants, np.nan)
+        self._news2_chart = _News2Chart.build(participants) if self._news2 else None
+        # Each stream's NEWS2 code of its latest evidence and the values that keep it; until
+        # the first evidence, no value does.
+        self._news2_code = np.zeros(streams, dtype=np.int16)
+        self._news2_band = np.full((streams, 2), [math.inf, -math.inf])  # (low, high) by stream
+        every = np.arange(streams, dtype=np.intp)
+        lb_columns = np.arange(self._stream_rules.lb_columns, dtype=np.intp)[:, None]
+        self._stream_rules.set_quiet(lb_columns, every)
+        self._stream_rules.relax(every)
 
     def _build_stream_rules(self, columns: list[Column]) -> _StreamRules:
         """Lay out every parameter's limit, baseline and trend slots as stream-row columns."""
@@ -637,7 +886,7 @@ class Engine:
         trend_columns = max(len(trend_slots) for _, _, trend_slots in layouts)
         streams = participants * K
         cells = streams * (lb + trend_columns)
-        lb_shape = (streams, lb)
+        lb_shape = (lb, streams)
         rules = _StreamRules(
             streams=streams,
             lb_columns=lb,
@@ -649,39 +898,42 @@ class Engine:
             delay=np.zeros(cells, dtype=np.int64),
             priority=np.zeros(cells, dtype=np.int8),
             threshold=np.full(cells, np.nan),
-            slot=np.full(cells, -1, dtype=np.int64),
-            participant=np.zeros(cells, dtype=np.int64),
+            rank=np.zeros(cells, dtype=np.int64),  # padding keeps its participant's slot 0
             offset=np.zeros(lb_shape),
             sign=np.ones(lb_shape),
             breach_at=np.full(lb_shape, math.inf),
             clear_at=np.full(lb_shape, -math.inf),
             trends=[],
             baselines=[],
+            quiet_low=np.full(3 * streams * lb, math.inf),  # pending: never quiet
+            quiet_high=np.full(3 * streams * lb, -math.inf),
+            lb_low=np.full(streams, -math.inf),
+            lb_high=np.full(streams, math.inf),
         )
-        stream_participant = np.arange(streams, dtype=np.int64) // K
-        rules.lb(rules.participant)[:] = stream_participant[:, None]
-        rules.trend(rules.participant)[:] = stream_participant[:, None]
+        stream_rank = np.arange(streams, dtype=np.int64) // K * len(columns)
+        rules.lb(rules.rank)[:] = stream_rank
+        rules.trend(rules.rank)[:] = stream_rank
         for k, (lb_slots, baseline_slots, trend_slots) in enumerate(layouts):
             for block, placed in (
                 (rules.lb, list(enumerate(lb_slots))),
                 (rules.trend, list(enumerate(trend_slots))),
             ):
                 for c, slot in placed:
-                    block(rules.slot)[k::K, c] = slot
-                    block(rules.priority)[k::K, c] = _priority_codes(columns[slot])
+                    block(rules.rank)[c, k::K] += slot
+                    block(rules.priority)[c, k::K] = _priority_codes(columns[slot])
                     for p, rule in enumerate(columns[slot]):
                         if rule is not None:
-                            block(rules.confirm)[p * K + k, c] = rule.confirm
-                            block(rules.delay)[p * K + k, c] = rule.delay_ms
+                            block(rules.confirm)[c, p * K + k] = rule.confirm
+                            block(rules.delay)[c, p * K + k] = rule.delay_ms
                             self._place(rules, p * K + k, c, rule)
             for j, slot in enumerate(trend_slots):
                 trend = _TrendSlot.build(k, j, columns[slot])
-                rules.trend(rules.threshold)[k::K, j] = trend.threshold
+                rules.trend(rules.threshold)[j, k::K] = trend.threshold
                 rules.trends.append(trend)
             if baseline_slots:
                 baseline_columns = [lb_slots.index(slot) for slot in baseline_slots]
                 for c in baseline_columns:
-                    rules.offset[k::K, c] = np.nan
+                    rules.offset[c, k::K] = np.nan
                 rules.baselines.append(
                     self._baseline_buffer(k, baseline_columns, columns, baseline_slots)
                 )
@@ -699,16 +951,16 @@ class Engine:
             clear_level = (
                 spec.threshold - spec.clear_band if spec.high else spec.threshold + spec.clear_band
             )
-            rules.sign[stream, c] = direction
-            rules.breach_at[stream, c] = (
+            rules.sign[c, stream] = direction
+            rules.breach_at[c, stream] = (
                 signed if spec.inclusive else np.nextafter(signed, math.inf)
             )
-            rules.clear_at[stream, c] = direction * clear_level
-            rules.lb(rules.threshold)[stream, c] = spec.threshold
+            rules.clear_at[c, stream] = direction * clear_level
+            rules.lb(rules.threshold)[c, stream] = spec.threshold
         elif isinstance(spec, BaselineSpec):
-            rules.sign[stream, c] = 1.0 if spec.high else -1.0
-            rules.breach_at[stream, c] = spec.delta
-            rules.clear_at[stream, c] = spec.delta - spec.clear_band
+            rules.sign[c, stream] = 1.0 if spec.high else -1.0
+            rules.breach_at[c, stream] = spec.delta
+            rules.clear_at[c, stream] = spec.delta - spec.clear_band
 
     def _baseline_buffer(
         self, k: int, baseline_columns: list[int], columns: list[Column], slots: list[int]
@@ -732,7 +984,7 @@ class Engine:
             value=np.full(participants * settings.max_samples, 0.0),
             head=np.zeros(participants, dtype=np.int64),
             count=np.zeros(participants, dtype=np.int64),
-            last_entered_ms=np.full(participants, NEVER, dtype=np.int64),
+            due_ms=np.where(wanted, NEVER, LATEST),
         )
 
     # -- Detector -----------------------------------------------------------------------------
@@ -743,9 +995,10 @@ class Engine:
         n = len(batch)
         if n == 0:
             return []
-        stream = batch.participant.astype(np.intp) * K + batch.parameter.astype(np.intp)
+        stream = np.multiply(batch.participant, K, dtype=np.intp)
+        stream += batch.parameter
         t_ms = batch.t_ms.astype(np.int64, copy=False)
-        changes = _Changes()
+        changes = _Changes(self._slots)
         if np.bincount(stream).max() <= 1:  # the usual case: one sample per stream
             fresh = t_ms > self._last_t.take(stream)
             if fresh.all():
@@ -813,55 +1066,66 @@ class Engine:
         if len(participants) == 0:
             return
         buffer.wanted[participants] = False
+        buffer.due_ms[participants] = LATEST
         buffer.waiting = int(np.count_nonzero(buffer.wanted))
         rules = self._stream_rules
-        rows = (participants * K + buffer.parameter)[:, None]
-        columns = buffer.columns
-        rules.offset[rows, columns] = baseline[:, None]
+        streams = participants * K + buffer.parameter
+        columns = np.array(buffer.columns, dtype=np.intp)[:, None]
+        rules.offset[columns, streams] = baseline
         # A baseline column breaches at delta; a slot without a rule never breaches (inf).
-        delta = rules.breach_at[rows, columns]
-        rules.lb(rules.threshold)[rows, columns] = np.where(
-            np.isfinite(delta), baseline[:, None] + rules.sign[rows, columns] * delta, np.nan
+        delta = rules.breach_at[columns, streams]
+        rules.lb(rules.threshold)[columns, streams] = np.where(
+            np.isfinite(delta), baseline + rules.sign[columns, streams] * delta, np.nan
         )
+        rules.set_quiet(columns, streams)
+        rules.relax(streams)
+
+    def _outside(
+        self,
+        low: F64,
+        high: F64,
+        *,
+        t: I64,
+        v: F64,
+        stream: IntP | None,
+        present: Bool | None,
+    ) -> tuple[Bool | None, IntP, I64, F64] | None:
+        """The samples outside their stream's interval ``(low, high)`` (see :meth:`_evaluate`):
+        None when there are none; else, by stream, the mask of them when they are most streams
+        (whole arrays then beat gathering), and their streams, times and values."""
+        if present is not None:
+            inside = np.less(low, v)
+            inside &= np.less(v, high)
+            outside = present > inside  # present and not inside
+            busy = _flatnonzero(outside)
+            if len(busy) == 0:
+                return None
+            whole = outside if 2 * len(busy) >= len(outside) else None
+            return whole, busy, t.take(busy), v.take(busy)
+        assert stream is not None
+        rows = _flatnonzero(~((low.take(stream) < v) & (v < high.take(stream))))
+        if len(rows) == 0:
+            return None
+        return None, stream.take(rows), t.take(rows), v.take(rows)
 
     def set_consciousness(self, participant: int, t_ms: int, level: Consciousness) -> None:
         """Section 4: anything but alert scores 3 in NEWS2 until alert is entered."""
         del t_ms  # the entry counts from now on; ticks come in time order
-        self._unconscious[participant] = level is not Consciousness.ALERT
+        self._consciousness[participant] = 0 if level is Consciousness.ALERT else NEWS2_UNCONSCIOUS
 
     def tick(self, t_ms: int) -> list[ConditionUpdate]:
-        """Section 4: staleness, combined and NEWS2 rules for every participant."""
-        changes = _Changes()
-        evidence_t = self._evidence_t.reshape(self._participants, K)
-        evidence_v = self._evidence_v.reshape(self._participants, K)
-        self._stale[:] = False
+        """Section 4: staleness, combined and NEWS2 rules for every participant.
+
+        Each rule reads the latest evidence of every stream in a few whole-array passes; the
+        state machines then run only on the participants whose result may change.
+        """
+        changes = _Changes(self._slots)
         if self._staleness is not None:
-            self._staleness_tick(t_ms, evidence_t, changes)
-        nothing = self._no_values
+            self._staleness_tick(self._staleness, t_ms, changes)
         for tick_slot, parts in self._combined:
-            breach = tick_slot.active.copy()
-            for j in range(len(parts.stream)):
-                stream = parts.stream[j]
-                fresh = t_ms - self._evidence_t.take(stream) <= tick_slot.max_age_ms
-                holds = self._evidence_v.take(stream) * parts.sign[j] >= parts.breach_at[j]
-                breach &= (fresh & holds) | (parts.breach_at[j] == -math.inf)
-            self._tick_update(
-                tick_slot=tick_slot,
-                t_ms=t_ms,
-                breach=breach,
-                value=nothing,
-                threshold=nothing,
-                changes=changes,
-            )
-        for tick_slot, alert_low in self._news2:
-            self._news2_tick(
-                tick_slot=tick_slot,
-                alert_low=alert_low,
-                t_ms=t_ms,
-                evidence_t=evidence_t,
-                evidence_v=evidence_v,
-                changes=changes,
-            )
+            self._combined_tick(tick_slot, parts, t_ms, changes)
+        for news2 in self._news2:
+            self._news2_tick(news2, self._news2_code, t_ms, changes)
         return changes.updates()
 
     # -- sections 1-3: one round ----------------------------------------------------------------
@@ -875,10 +1139,10 @@ class Engine:
         else:
             values, flagged = batch.value.take(index), batch.flagged.take(index)
             parameter = batch.parameter.take(index)
-        parameter = parameter.astype(np.intp)
         if 2 * len(stream) >= self._stream_rules.streams:
             self._dense_round(stream, t_ms, values, flagged, changes)
             return
+        parameter = parameter.astype(np.intp)
         self._last_t[stream] = t_ms
         # Section 2: NaN fails both plausibility comparisons; +-inf fails one.
         plausible = (values >= self._plausible_low.take(parameter)) & (
@@ -911,22 +1175,20 @@ class Engine:
     ) -> None:
         """:meth:`_round` when most streams have a sample: the samples are scattered into
         stream-indexed arrays once and every test runs on whole arrays, with no gathering."""
-        streams = self._stream_rules.streams
-        present = np.zeros(streams, dtype=np.bool_)
-        present[stream] = True
-        v = np.full(streams, np.nan)
+        self._last_t[stream] = t_ms
+        t = self._last_t  # read below only where a sample is present
+        v = np.full(self._stream_rules.streams, np.nan)
         v[stream] = values
-        t = np.zeros(streams, dtype=np.int64)
-        t[stream] = t_ms
-        np.copyto(self._last_t, t, where=present)
-        # Section 2 on every stream; an absent stream's NaN fails the plausibility test.
-        plausible = (v >= self._stream_low) & (v <= self._stream_high)
         if flagged.any():
-            plausible[stream.take(_flatnonzero(flagged))] = False
-        evidence = plausible & ~(
-            (t - self._prev_t <= self._spike_gap_ms)
-            & (np.abs(v - self._prev_v) > self._stream_spike)
-        )
+            v[stream.take(_flatnonzero(flagged))] = np.nan  # not evidence whatever its value
+        # Section 2 on every stream; NaN (absent or flagged) fails the plausibility test.
+        plausible = np.greater_equal(v, self._stream_low)
+        plausible &= np.less_equal(v, self._stream_high)
+        jump = np.less_equal(t - self._prev_t, self._spike_gap_ms)
+        step = v - self._prev_v
+        np.abs(step, out=step)
+        jump &= np.greater(step, self._stream_spike)
+        evidence = plausible > jump  # plausible and no jump
         np.copyto(self._prev_t, t, where=plausible)
         np.copyto(self._prev_v, v, where=plausible)
         np.copyto(self._evidence_t, t, where=evidence)
@@ -944,37 +1206,37 @@ class Engine:
     ) -> None:
         """Section 3 on evidence samples, at most one per stream.
 
-        Either ``stream`` names the streams of the samples ``t``/``v`` (the rule rows are
-        gathered), or ``t``/``v`` are indexed by stream and ``present`` marks the streams with
-        an evidence sample (whole rule arrays are tested, absent rows masked out). Limit and
-        baseline cells are tested as one matrix; trend cells only where a sample entered the
-        window. The cells that may change go to :meth:`_advance` together.
+        Either ``stream`` names the streams of the samples ``t``/``v``, or ``t``/``v`` are
+        indexed by stream and ``present`` marks the streams with an evidence sample. Only a
+        sample outside its stream's quiet interval can change one of its limit or baseline
+        cells, and only one outside its NEWS2 band can change its code: those cells are tested
+        (as one gathered matrix) and those codes rescored. Trend cells are tested where a sample
+        entered the window. The cells that may change go to :meth:`_advance` together.
         """
         rules = self._stream_rules
-        lb = rules.lb_columns
-        status_lb = rules.lb(rules.status)
-        if present is not None:
-            x = v[:, None] - rules.offset
-            x *= rules.sign
-            lb_breach = x >= rules.breach_at
-            work = _may_change(lb_breach, status_lb)
-            work &= present[:, None]
-            pairs = np.flatnonzero(work)  # cells of the limit/baseline block
-            row = pairs // lb
-            cell = pairs
-            clears = x.reshape(-1).take(pairs) <= rules.clear_at.reshape(-1).take(pairs)
-        else:
-            assert stream is not None
-            x = v[:, None] - rules.offset.take(stream, axis=0)
-            x *= rules.sign.take(stream, axis=0)
-            lb_breach = x >= rules.breach_at.take(stream, axis=0)
-            work = _may_change(lb_breach, status_lb.take(stream, axis=0))
-            pairs = np.flatnonzero(work)  # (row, column) of the gathered rows
-            row, column = np.divmod(pairs, lb)
-            cell = stream.take(row) * lb + column
-            clears = x.reshape(-1).take(pairs) <= rules.clear_at.reshape(-1).take(cell)
-        # ``clears``: for a met cell that does not breach, whether the clear predicate holds.
-        hit = lb_breach.reshape(-1).take(pairs)
+        parts: list[tuple[IntP, Bool, Bool, I64, F64]] = []
+        lb = self._outside(rules.lb_low, rules.lb_high, t=t, v=v, stream=stream, present=present)
+        if lb is not None:
+            outside, busy, busy_t, busy_v = lb
+            if outside is not None:
+                parts.append(self._all_limit_cells(outside, t, v))
+            else:
+                parts.append(self._limit_cells(busy, busy_t, busy_v))
+        if self._news2_chart is not None:
+            news2 = self._outside(
+                self._news2_band[:, 0],
+                self._news2_band[:, 1],
+                t=t,
+                v=v,
+                stream=stream,
+                present=present,
+            )
+            if news2 is not None:
+                outside, busy, _, busy_v = news2
+                if outside is not None:
+                    self._rescore_all(self._news2_chart, outside, v)
+                else:
+                    self._rescore(self._news2_chart, busy, busy_v)
 
         rows_by_parameter: dict[int, tuple[IntP, IntP]] = {}
 
@@ -991,7 +1253,6 @@ class Engine:
                 rows_by_parameter[k] = (rows, participants)
             return rows_by_parameter[k]
 
-        parts = [(cell, hit, clears, t.take(row), v.take(row))]
         status_trend = rules.trend(rules.status)
         for trend in rules.trends:
             rows, participants = rows_of(trend.parameter)
@@ -1001,16 +1262,18 @@ class Engine:
             entered, trend_breach, slope = trend.offer(
                 participants, t_rows, (t_rows - self.origin_ms) // 1000, v.take(rows)
             )
+            if len(entered) == 0:
+                continue
             trend_streams = participants.take(entered) * K + trend.parameter
-            trend_status = status_trend[trend_streams, trend.column]
+            trend_status = status_trend[trend.column].take(trend_streams)
             changing = _flatnonzero(_may_change(trend_breach, trend_status))
             if len(changing):
                 trend_hit = trend_breach.take(changing)
                 parts.append(
                     (
                         rules.trend_base
-                        + trend_streams.take(changing) * rules.trend_columns
-                        + trend.column,
+                        + trend.column * rules.streams
+                        + trend_streams.take(changing),
                         trend_hit,
                         ~trend_hit,  # a trend clears on any non-breaching evaluation
                         t_rows.take(entered).take(changing),
@@ -1021,11 +1284,17 @@ class Engine:
             cell, hit, clears, t_cell, value = (
                 np.concatenate(field) for field in zip(*parts, strict=True)
             )
-        else:
+        elif parts:
             cell, hit, clears, t_cell, value = parts[0]
-        if len(cell):
-            self._advance(cell=cell, hit=hit, clears=clears, t=t_cell, value=value, changes=changes)
+        if parts and len(cell):
+            changed = self._advance(
+                cell=cell, hit=hit, clears=clears, t=t_cell, value=value, changes=changes
+            )
+            changed = changed[changed < rules.trend_base]
+            if len(changed):
+                rules.relax(changed % rules.streams)
         participants_count = self._participants
+        status_lb = rules.lb(rules.status)
         for buffer in rules.baselines:
             if not buffer.waiting:  # every baseline of this parameter is fixed
                 continue
@@ -1037,129 +1306,191 @@ class Engine:
                     t.take(rows),
                     v.take(rows),
                     (
-                        status_lb.reshape(participants_count, K, lb)[:, k, :],
-                        status_trend.reshape(participants_count, K, rules.trend_columns)[:, k, :],
+                        status_lb.reshape(-1, participants_count, K)[:, :, k],
+                        status_trend.reshape(-1, participants_count, K)[:, :, k],
                     ),
-                    self._stale[k],
+                    None if self._staleness is None else self._staleness.met_on(k),
                 )
+
+    def _limit_cells(self, stream: IntP, t: I64, v: F64) -> tuple[IntP, Bool, Bool, I64, F64]:
+        """The limit and baseline cells of these samples' streams that may change: cell,
+        breach, clear predicate (for a met cell that does not breach), time and value."""
+        rules = self._stream_rules
+        x = v - rules.offset.take(stream, axis=1)
+        x *= rules.sign.take(stream, axis=1)
+        lb_breach = x >= rules.breach_at.take(stream, axis=1)
+        work = _may_change(lb_breach, rules.lb(rules.status).take(stream, axis=1))
+        pairs = _flatnonzero(work.reshape(-1))  # (column, row) of the gathered rows
+        column, row = np.divmod(pairs, len(stream))
+        cell = column * rules.streams + stream.take(row)
+        clears = x.reshape(-1).take(pairs) <= rules.clear_at.reshape(-1).take(cell)
+        return cell, lb_breach.reshape(-1).take(pairs), clears, t.take(row), v.take(row)
+
+    def _all_limit_cells(self, loud: Bool, t: I64, v: F64) -> tuple[IntP, Bool, Bool, I64, F64]:
+        """:meth:`_limit_cells` when most streams have a sample outside their quiet interval:
+        ``t``/``v`` are indexed by stream and whole arrays are tested, with no gathering."""
+        rules = self._stream_rules
+        x = v - rules.offset
+        x *= rules.sign
+        lb_breach = x >= rules.breach_at
+        work = _may_change(lb_breach, rules.lb(rules.status))
+        work &= loud
+        cell = _flatnonzero(work.reshape(-1))
+        row = cell % rules.streams
+        clears = x.reshape(-1).take(cell) <= rules.clear_at.reshape(-1).take(cell)
+        return cell, lb_breach.reshape(-1).take(cell), clears, t.take(row), v.take(row)
+
+    def _rescore(self, chart: _News2Chart, streams: IntP, values: F64) -> None:
+        """NEWS2 codes of the streams' new evidence values, and the values that keep them."""
+        band = chart.band(values, streams)
+        self._news2_code[streams] = chart.codes.take(band)
+        self._news2_band[streams] = chart.bounds.take(band, axis=0)
+
+    def _rescore_all(self, chart: _News2Chart, loud: Bool, v: F64) -> None:
+        """:meth:`_rescore` on the streams marked ``loud``, ``v`` indexed by stream."""
+        band = chart.band(v)  # an absent stream's NaN is in band 0, and not copied
+        np.copyto(self._news2_code, chart.codes.take(band), where=loud)
+        np.copyto(self._news2_band, chart.bounds.take(band, axis=0), where=loud[:, None])
 
     def _advance(
         self, *, cell: IntP, hit: Bool, clears: Bool, t: I64, value: F64, changes: _Changes
-    ) -> None:
-        """The section 3 state machine on the cells that may change."""
+    ) -> IntP:
+        """The section 3 state machine on the cells that may change; the cells that did."""
         rules = self._stream_rules
-        old = rules.status.take(cell).astype(np.int64)
-        run = rules.run.take(cell).astype(np.int64)
-        since = rules.since.take(cell)
-        start = hit & (old == CLEAR)
-        more = hit & (old == PENDING)
-        run = np.where(start, 1, np.where(more, run + 1, run))
-        since = np.where(start, t, since)
-        ready = (run >= rules.confirm.take(cell)) & (t - since >= rules.delay.take(cell))
+        old = rules.status.take(cell)
+        start = old == CLEAR
+        start &= hit
+        # A breaching sample starts a run (1) or extends one; any other leaves it as it is.
+        run = np.where(start, 1, rules.run.take(cell) + (hit & (old == PENDING)))
+        since = np.where(start, t, rules.since.take(cell))
+        ready = run >= rules.confirm.take(cell)
+        ready &= t - since >= rules.delay.take(cell)
         met = old == MET
-        # Breaching: met, or pending until ready. Not breaching: a pending condition is
-        # cancelled; a met one clears only on a sample that satisfies the clear predicate.
-        new = np.where(
-            hit,
-            np.where(met | ready, MET, PENDING),
-            np.where(met & ~clears, MET, CLEAR),
-        )
+        # Breaching: met, or pending until ready (PENDING + 1 is MET). Not breaching: a pending
+        # condition is cancelled; a met one clears only on a sample that satisfies the clear
+        # predicate.
+        ready |= met
+        new = np.where(hit, ready.view(np.int8) + PENDING, (met > clears).view(np.int8) * MET)
         rules.status[cell] = new
         rules.run[cell] = run
         rules.since[cell] = since
         changed = _flatnonzero(new != old)
         if len(changed) == 0:
-            return
+            return changed
         cell = cell.take(changed)
         changes.add(
             t_ms=t.take(changed),
-            participant=rules.participant.take(cell),
-            slot=rules.slot.take(cell),
+            rank=rules.rank.take(cell),
             status=new.take(changed),
             priority=rules.priority.take(cell),
             value=value.take(changed),
             threshold=rules.threshold.take(cell),
+            ordered=False,  # by cell
         )
+        return cell
 
     # -- section 4: ticks -----------------------------------------------------------------------
 
-    def _staleness_tick(self, t_ms: int, evidence_t: I64, changes: _Changes) -> None:
-        """Section 4 staleness: met while the age of the last evidence reaches the limit."""
-        stale = self._staleness
-        assert stale is not None
-        last = evidence_t[:, stale.parameter]
-        age = t_ms - np.where(last == NEVER, self.origin_ms, last)
-        breach = stale.active & (age >= stale.stale_ms)
-        for j, k in enumerate(stale.parameter):
-            self._stale[k] |= breach[:, j]
-        new = np.where(breach, MET, CLEAR).astype(np.int8)
-        changed = np.flatnonzero(new != stale.status)  # 2-D: (participant, column)
-        stale.status = new
+    def _staleness_tick(self, stale: _Staleness, t_ms: int, changes: _Changes) -> None:
+        """Section 4 staleness: met while the age of the last evidence reaches the limit.
+
+        Age ``t - last >= stale_ms`` is ``last <= t - stale_ms``; a stream without evidence
+        counts from registration, which matters only until the longest limit has passed. While
+        none is met, nothing changes until the oldest evidence reaches the shortest limit.
+        """
+        if not stale.any_met:
+            earliest = int(self._evidence_t.min())
+            if earliest == NEVER:  # such a stream counts from registration
+                seen = np.where(self._evidence_t == NEVER, self.origin_ms, self._evidence_t)
+                earliest = int(seen.min())
+            if t_ms - earliest < stale.shortest_ms:
+                return
+        last = self._evidence_t.reshape(self._participants, K).take(stale.columns, axis=1)
+        limit = t_ms - stale.stale_ms
+        breach = last <= limit
+        if t_ms - self.origin_ms < stale.longest_ms:
+            breach &= (last != NEVER) | (limit >= self.origin_ms)
+        breach &= stale.active
+        changed = _flatnonzero((breach != stale.met).reshape(-1))
+        stale.met = breach
+        stale.any_met = bool(breach.any())
         if len(changed) == 0:
             return
         participant, column = np.divmod(changed, len(stale.parameter))
+        last_changed = last.reshape(-1).take(changed)
+        age = t_ms - np.where(last_changed == NEVER, self.origin_ms, last_changed)
         changes.add(
             t_ms=np.full(len(changed), t_ms, dtype=np.int64),
-            participant=participant,
-            slot=stale.slot.take(column),
-            status=new.reshape(-1).take(changed),
+            rank=participant * self._slots + stale.slot.take(column),
+            status=np.where(breach.reshape(-1).take(changed), MET, CLEAR),
             priority=stale.priority.reshape(-1).take(changed),
-            value=age.reshape(-1).take(changed) / 1000.0,
+            value=age / 1000.0,
             threshold=stale.stale_ms.reshape(-1).take(changed) / 1000.0,
+            ordered=True,  # by participant, then column (ascending slots)
         )
 
-    def _tick_update(
-        self,
-        *,
-        tick_slot: _TickSlot,
-        t_ms: int,
-        breach: Bool,
-        value: F64,
-        threshold: F64,
-        changes: _Changes,
+    def _combined_tick(
+        self, tick_slot: _TickSlot, parts: _CombinedParts, t_ms: int, changes: _Changes
     ) -> None:
-        """The section 3 state machine in tick time, confirmation 1."""
+        """Section 4 combined: every part holds on fresh evidence; the section 3 state machine
+        in tick time (confirmation 1) runs on the participants that breach or are not clear."""
+        # Fresh: age <= max_age, i.e. time >= oldest.
+        max_age = tick_slot.max_age_ms if tick_slot.max_age is None else tick_slot.max_age
+        oldest = t_ms - max_age
+        breach = tick_slot.active.copy()
+        for j, (padding, uniform) in enumerate(zip(parts.padding, parts.uniform, strict=True)):
+            if uniform is None:
+                stream = parts.stream[j]
+                holds = self._evidence_t.take(stream) >= oldest
+                holds &= self._evidence_v.take(stream) * parts.sign[j] >= parts.breach_at[j]
+            else:
+                k, high, bound = uniform
+                holds = self._evidence_t[k::K] >= oldest
+                values = self._evidence_v[k::K]
+                holds &= values >= bound if high else values <= bound
+            if padding is not None:
+                holds |= padding
+            breach &= holds
         old = tick_slot.status
-        since = np.where(breach & (old == CLEAR), t_ms, tick_slot.since)
-        new = np.where(breach, np.where(t_ms - since >= tick_slot.delay, MET, PENDING), CLEAR)
-        tick_slot.since = since
-        tick_slot.status = new.astype(np.int8)
-        changed = _flatnonzero(new != old)
-        if len(changed):
-            changes.add(
-                t_ms=np.full(len(changed), t_ms, dtype=np.int64),
-                participant=changed.astype(np.int64),
-                slot=np.full(len(changed), tick_slot.slot, dtype=np.int64),
-                status=new.take(changed),
-                priority=tick_slot.priority.take(changed),
-                value=value.take(changed),
-                threshold=threshold.take(changed),
-            )
+        rows = _flatnonzero(breach | (old != CLEAR))  # every other participant stays clear
+        if len(rows) == 0:
+            return
+        breach = breach.take(rows)
+        was = old.take(rows)
+        since = np.where(breach & (was == CLEAR), t_ms, tick_slot.since.take(rows))
+        new = np.where(
+            breach, np.where(t_ms - since >= tick_slot.delay.take(rows), MET, PENDING), CLEAR
+        )
+        tick_slot.since[rows] = since
+        tick_slot.status[rows] = new
+        changed = _flatnonzero(new != was)
+        if len(changed) == 0:
+            return
+        nothing = np.full(len(changed), np.nan)
+        participant = rows.take(changed)
+        changes.add(
+            t_ms=np.full(len(changed), t_ms, dtype=np.int64),
+            rank=participant * self._slots + tick_slot.slot,
+            status=new.take(changed),
+            priority=tick_slot.priority.take(participant),
+            value=nothing,
+            threshold=nothing,
+            ordered=True,  # by participant
+        )
 
     def _news2_tick(
-        self,
-        *,
-        tick_slot: _TickSlot,
-        alert_low: Bool,
-        t_ms: int,
-        evidence_t: I64,
-        evidence_v: F64,
-        changes: _Changes,
+        self, news2: _News2Slot, codes: npt.NDArray[np.int16], t_ms: int, changes: _Changes
     ) -> None:
-        """NEWS2 band per participant; an update whenever the band changes."""
-        red = self._unconscious.copy()
-        aggregate = np.where(red, NEWS2_RED, 0)
-        for k, (upper_limits, scores) in NEWS2_CHART.items():
-            fresh = t_ms - evidence_t[:, k] <= tick_slot.max_age_ms
-            score = scores.take(np.searchsorted(upper_limits, evidence_v[:, k]))
-            score = np.where(fresh, score, 0)
-            aggregate += score
-            red |= score == NEWS2_RED
-        band = np.full(self._participants, NO_BAND, dtype=np.int64)
-        band[alert_low & (aggregate >= NEWS2_LOW_AT)] = PRIORITY_CODE[AlarmPriority.LOW]
-        band[red | (aggregate >= NEWS2_MEDIUM_AT)] = PRIORITY_CODE[AlarmPriority.MEDIUM]
-        band[aggregate >= NEWS2_HIGH_AT] = PRIORITY_CODE[AlarmPriority.HIGH]
-        band[~tick_slot.active] = NO_BAND
+        """NEWS2 band per participant from the codes of its fresh streams; an update whenever
+        the band changes."""
+        tick_slot = news2.tick
+        max_age = news2.max_age_ms if tick_slot.max_age is None else tick_slot.max_age
+        fresh = self._evidence_t >= t_ms - max_age
+        fresh_codes = (codes * fresh).reshape(self._participants, K)
+        total = self._consciousness.copy()
+        for k in NEWS2_CHART:
+            total += fresh_codes[:, k]
+        band = NEWS2_BANDS.take(news2.bands_at + total)
         changed = _flatnonzero(band != tick_slot.band)
         tick_slot.band = band
         if len(changed) == 0:
@@ -1168,10 +1499,10 @@ class Engine:
         met = band != NO_BAND
         changes.add(
             t_ms=np.full(len(changed), t_ms, dtype=np.int64),
-            participant=changed.astype(np.int64),
-            slot=np.full(len(changed), tick_slot.slot, dtype=np.int64),
+            rank=changed * self._slots + tick_slot.slot,
             status=np.where(met, MET, CLEAR),
             priority=np.where(met, band, tick_slot.priority.take(changed)),
-            value=aggregate.take(changed).astype(np.float64),
+            value=(total.take(changed) % NEWS2_RED_CODE).astype(np.float64),
             threshold=np.where(met, NEWS2_LOWER_BOUND.take(np.maximum(band, 0)), np.nan),
+            ordered=True,  # by participant
         )
