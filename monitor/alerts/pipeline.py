@@ -96,7 +96,8 @@ class DetectionPipeline:
         self.detector = make(rules, self.origin_ms)
         self.lifecycle = AlarmLifecycle(rules, session=session, sequence_start=sequence_start)
         self.stats = PipelineStats()
-        # Detection's current non-clear conditions (what reconcile() needs after a restore).
+        # Detection's current non-clear conditions, kept only between restore() and the
+        # reconcile they are for.
         self._conditions: dict[tuple[int, int], ConditionUpdate] = {}
         self._reconcile_at_ms: int | None = None
         self._participant_index = {code: i for i, code in enumerate(rules.participants)}
@@ -191,6 +192,7 @@ class DetectionPipeline:
             if self._reconcile_at_ms is not None and tick >= self._reconcile_at_ms:
                 self._reconcile_at_ms = None
                 current = sorted(self._conditions.values(), key=lambda u: (u.participant, u.rule))
+                self._conditions.clear()
                 events += self._emit(self.lifecycle.reconcile(tick, current))
         return events
 
@@ -266,7 +268,8 @@ class DetectionPipeline:
         return self.lifecycle.active()
 
     def restore(self, events: Iterable[AlarmEvent], *, settle_s: float | None = None) -> None:
-        """Continue a session from its persisted alarm events (after a crash or a restart).
+        """Continue a session from its persisted alarm events (after a crash or a restart);
+        call it before any input.
 
         Alarms, acknowledgements, pauses, escalation timers and the sequence come back at once.
         Detection starts afresh, so until ``settle_s`` of data time has passed each restored
@@ -305,6 +308,8 @@ class DetectionPipeline:
         return self._apply(self.detector.ingest(batch))
 
     def _apply(self, updates: list[ConditionUpdate]) -> list[AlarmEvent]:
+        if self._reconcile_at_ms is None:
+            return self._emit(self.lifecycle.apply(updates))
         for update in updates:
             if update.status == ConditionStatus.CLEAR:
                 self._conditions.pop((update.participant, update.rule), None)
