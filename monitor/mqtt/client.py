@@ -55,7 +55,7 @@ from monitor.mqtt.payloads import (
     ServiceStatus,
     StatusReason,
     VitalsBatch,
-    _describe,
+    describe_validation_error,
     parse_command,
 )
 from monitor.mqtt.topics import Topics, topic_matches
@@ -1030,7 +1030,7 @@ class VitalsFeed:
         try:
             return model.model_validate_json(message.payload)
         except ValidationError as error:
-            self._refuse(what, _malformed(error), _describe(error))
+            self._refuse(what, _malformed(error), describe_validation_error(error))
         except Exception as error:  # garbage must never stop the feed
             self._refuse(what, Malformed.INTERNAL, type(error).__name__)
         return None

@@ -78,6 +78,7 @@ __all__ = [
     "ServiceStatus",
     "StatusReason",
     "VitalsBatch",
+    "describe_validation_error",
     "parse_command",
     "reply_for_error",
     "reply_ok",
@@ -413,7 +414,7 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
-def _describe(err: ValidationError) -> str:
+def describe_validation_error(err: ValidationError) -> str:
     """Field names and pydantic's messages only; input values are never echoed."""
     parts = [f"{_field_name(e['loc'])}: {e['msg']}" for e in err.errors(include_input=False)]
     return "; ".join(parts)
@@ -515,7 +516,7 @@ def _parse(topic: str, payload: bytes, *, retained: bool) -> Command | CommandEr
     try:
         command = _COMMAND.validate_json(payload, strict=True)
     except ValidationError as err:
-        return error(ErrorCode.INVALID_COMMAND, _describe(err), command_id)
+        return error(ErrorCode.INVALID_COMMAND, describe_validation_error(err), command_id)
     if command.session != session:
         return error(
             ErrorCode.TOPIC_MISMATCH,
