@@ -195,3 +195,45 @@ class InfluxDB(_Server):
         with urllib.request.urlopen(request, timeout=10) as response:
             result: dict[str, object] = json.loads(response.read())
             return result
+
+
+class SmallFilesystem:
+    """A tmpfs of ``size_kib`` mounted at ``path``: a disk that really fills up.
+
+    Needs root (CI and the development machines run as root); elsewhere the test that asked for
+    it is skipped with the reason. ``fill()`` takes every free block with a filler file and
+    ``free()`` gives them back, so a test can take the space away and return it mid-run.
+    """
+
+    def __init__(self, path: Path, size_kib: int) -> None:
+        self.path = path
+        self.size_kib = size_kib
+        self.filler = path / "filler"
+
+    def __enter__(self) -> Self:
+        import pytest  # noqa: PLC0415 - only the tests that mount one need it
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        mount = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.size_kib}k", "tmpfs", str(self.path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if mount.returncode != 0:
+            pytest.skip(f"cannot mount a small file system here: {mount.stderr.strip()}")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False, capture_output=True)
+
+    def fill(self) -> None:
+        """Write zeros until the file system says it is full."""
+        with self.filler.open("ab", buffering=0) as filler:
+            for size in (1 << 20, 4096, 1):
+                with contextlib.suppress(OSError):
+                    while True:
+                        filler.write(bytes(size))
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)

@@ -542,7 +542,11 @@ async def test_an_outage_fills_the_spool_and_recovery_drains_it_exactly_once(
 
         async with (
             Spool(
-                tmp_path / "spool.db", high_water=120, clear_below=40, on_high_water=crossed
+                tmp_path / "spool.db",
+                high_water=120,
+                clear_below=40,
+                hold_s=0,
+                on_high_water=crossed,
             ) as spool,
             InfluxWriter(
                 spool,

@@ -23,6 +23,7 @@ from monitor.storage.spool import (
     SpoolPoint,
     export_points,
 )
+from tests.services import SmallFilesystem
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -109,8 +110,8 @@ async def test_a_point_replaced_while_in_flight_is_sent_again(tmp_path: Path) ->
 
 
 def test_high_water_mark_flips_with_hysteresis() -> None:
-    mark = HighWaterMark(5, clear_below=3)
-    seen = [mark.update(depth) for depth in (0, 4, 5, 9, 4, 3, 2, 4, 5)]
+    mark = HighWaterMark(5, clear_below=3, hold_s=0)
+    seen = [mark.update(depth, 0.0) for depth in (0, 4, 5, 9, 4, 3, 2, 4, 5)]
     assert seen == [
         None,
         None,
@@ -127,11 +128,37 @@ def test_high_water_mark_flips_with_hysteresis() -> None:
         HighWaterMark(5, clear_below=6)
 
 
+def test_a_writer_that_keeps_up_in_cycles_never_raises_the_mark() -> None:
+    """Issue 9 item 9: points pile up past a small mark while each batch is in flight and drop
+    to nothing when it lands (x60, mark 150). That is a writer keeping up, not a backlog: the
+    mark must not flip at every cycle."""
+    mark = HighWaterMark(150, hold_s=120)
+    flips = []
+    moment = 0.0
+    for _cycle in range(30):  # a batch in flight for 60 s of session time, then delivered
+        for depth in (100, 200, 300):
+            moment += 20
+            flips.append(mark.update(depth, moment))
+        flips.append(mark.update(0, moment))
+    assert [flip for flip in flips if flip is not None] == []
+
+
+def test_a_backlog_that_lasts_the_hold_raises_the_mark_and_one_catch_up_clears_it() -> None:
+    mark = HighWaterMark(150, hold_s=120)
+    assert mark.update(150, 0.0) is None
+    assert mark.update(400, 119.0) is None
+    assert mark.update(900, 120.0) == HighWater(over=True, depth=900, mark=150)
+    assert mark.update(1500, 500.0) is None
+    assert mark.update(140, 510.0) is None  # under the mark, not yet under nine tenths of it
+    assert mark.update(10, 511.0) == HighWater(over=False, depth=10, mark=150)
+    assert mark.update(300, 512.0) is None  # the hold starts again
+
+
 @pytest.mark.asyncio
 async def test_the_spool_signals_high_water_crossings(tmp_path: Path) -> None:
     crossings: list[HighWater] = []
     async with Spool(
-        tmp_path / "spool.db", high_water=5, clear_below=3, on_high_water=crossings.append
+        tmp_path / "spool.db", high_water=5, clear_below=3, hold_s=0, on_high_water=crossings.append
     ) as spool:
         await spool.accept([point(n) for n in range(4)])
         assert not spool.over_high_water
@@ -287,3 +314,23 @@ async def test_a_version_1_file_gains_the_journal(tmp_path: Path) -> None:
         assert reopened.depth == 1
         await reopened.accept([], journal=[JournalEntry("S-1", 1, "{}")])
         assert len(await reopened.journal("S-1")) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_full_disk_is_reported_as_such_and_nothing_is_half_accepted(tmp_path: Path) -> None:
+    """Issue 9 item 4: SQLite's "database or disk is full" was hidden behind "cannot rollback -
+    no transaction is active"."""
+    with SmallFilesystem(tmp_path / "disk", size_kib=16384) as disk:
+        path = disk.path / "spool.db"
+        async with Spool(path) as spool:
+            await spool.accept([point(n) for n in range(10)])
+            disk.fill()
+            big = [point(n, series="x" * 200) for n in range(10, 600)]
+            with pytest.raises(SpoolError, match="database or disk is full"):
+                await spool.accept(big)
+            assert spool.depth == 10  # none of the failed batch counts as accepted
+            disk.free()
+            result = await spool.accept(big)
+            assert (result.added, spool.depth) == (590, 600)
+        async with Spool(path) as reopened:
+            assert reopened.depth == 600

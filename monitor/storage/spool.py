@@ -38,8 +38,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Self, TypeVar
 
+from monitor.clock import Clock, SystemClock
+
 __all__ = [
     "DEFAULT_HIGH_WATER",
+    "DEFAULT_HOLD_S",
     "AcceptResult",
     "Batch",
     "HighWater",
@@ -207,16 +210,27 @@ class HighWater:
     mark: int
 
 
-class HighWaterMark:
-    """Whether the spool holds too many undelivered points, with hysteresis against flapping.
+DEFAULT_HOLD_S = 120.0
+"""How long the depth must stay at or over the mark before it counts as a backlog."""
 
-    Pure state: feed it depths, it answers with a :class:`HighWater` only when the state flips
-    (over at ``depth >= mark``, back under at ``depth < clear_below``).
+
+class HighWaterMark:
+    """Whether the spool holds too many undelivered points, without flapping.
+
+    A healthy writer drains in cycles: points pile up while one batch is in flight and drop to
+    almost nothing when it lands. Judged on depth alone, a mark below one cycle's worth (a small
+    mark, or accelerated time) would raise and clear the alarm every cycle. So the spool is over
+    only once the depth has stayed at or above ``mark`` for ``hold_s`` (the writer has not caught
+    up once in that time), and back under as soon as the depth falls below ``clear_below`` (it
+    has caught up). Pure state: feed it depths with the time they were seen; it answers with a
+    :class:`HighWater` only when the state flips.
     """
 
-    __slots__ = ("clear_below", "mark", "over")
+    __slots__ = ("_above_since", "clear_below", "hold_s", "mark", "over")
 
-    def __init__(self, mark: int, clear_below: int | None = None) -> None:
+    def __init__(
+        self, mark: int, clear_below: int | None = None, *, hold_s: float = DEFAULT_HOLD_S
+    ) -> None:
         if mark < 1:
             msg = f"the high-water mark must be at least 1, got {mark}"
             raise ValueError(msg)
@@ -224,12 +238,27 @@ class HighWaterMark:
         if not 1 <= below <= mark:
             msg = f"clear_below must be between 1 and the mark ({mark}), got {below}"
             raise ValueError(msg)
+        if not hold_s >= 0:
+            msg = f"hold_s must be at least 0, got {hold_s}"
+            raise ValueError(msg)
         self.mark = mark
         self.clear_below = below
+        self.hold_s = hold_s
         self.over = False
+        self._above_since: float | None = None  # when the depth last reached the mark
 
-    def update(self, depth: int) -> HighWater | None:
-        if not self.over and depth >= self.mark:
+    def update(self, depth: int, moment: float, *, held: bool = False) -> HighWater | None:
+        """``moment``: a monotonic time in seconds (the service's clock); ``held``: the depth has
+        already waited (a spool reopened with points from an earlier run), so no hold applies."""
+        if held and depth >= self.mark:
+            self._above_since = moment - self.hold_s
+        if depth < self.mark:
+            self._above_since = None
+        elif self._above_since is None:
+            self._above_since = moment
+        if not self.over and self._above_since is not None:
+            if moment - self._above_since < self.hold_s:
+                return None
             self.over = True
         elif self.over and depth < self.clear_below:
             self.over = False
@@ -264,6 +293,8 @@ class Spool:
         *,
         high_water: int = DEFAULT_HIGH_WATER,
         clear_below: int | None = None,
+        hold_s: float = DEFAULT_HOLD_S,
+        clock: Clock | None = None,
         on_high_water: Callable[[HighWater], None] | None = None,
         forward: bool = True,
         keep_delivered: bool = False,
@@ -271,7 +302,8 @@ class Spool:
         self.path = path
         self.forward = forward
         self.keep_delivered = keep_delivered
-        self._mark = HighWaterMark(high_water, clear_below)
+        self._mark = HighWaterMark(high_water, clear_below, hold_s=hold_s)
+        self._clock: Clock = SystemClock() if clock is None else clock
         self._on_high_water = on_high_water
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -439,7 +471,7 @@ class Spool:
         counts = dict(connection.execute("SELECT state, COUNT(*) FROM points GROUP BY state"))
         self._pending = counts.get(PointState.PENDING, 0)
         self._quarantined = counts.get(PointState.QUARANTINED, 0)
-        self._after_change()
+        self._after_change(reopened=True)
 
     def _close_in_thread(self) -> None:
         if self._connection is not None:
@@ -461,7 +493,11 @@ class Spool:
             yield db
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite rolls back by itself on some errors (SQLITE_FULL among them); a ROLLBACK
+            # then fails with "no transaction is active" and would hide the real cause.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             self._pending, self._quarantined = pending, quarantined
             raise
         self._after_change()
@@ -472,11 +508,11 @@ class Spool:
         elif state == PointState.QUARANTINED:
             self._quarantined += delta
 
-    def _after_change(self) -> None:
+    def _after_change(self, *, reopened: bool = False) -> None:
         """Wake waiters and report a crossing, on the loop, even if the caller was cancelled."""
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._wake)
-        change = self._mark.update(self._pending)
+        change = self._mark.update(self._pending, self._clock.monotonic(), held=reopened)
         if change is not None:
             self._loop.call_soon_threadsafe(self._report, change)
 
