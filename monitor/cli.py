@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 3  # something the command needs cannot be used: the store, the broker
 EXIT_INTERRUPTED = 130
 DEFAULT_STORE = Path("var/monitor-store.sqlite")
 
@@ -258,7 +259,7 @@ async def _serve(
     options: RunOptions,
     simulation: contextlib.AbstractAsyncContextManager[list[DoseMarker]] | None,
 ) -> int:
-    from monitor.service import Service  # noqa: PLC0415
+    from monitor.service import Service, StoreUnavailableError  # noqa: PLC0415
 
     service = Service(config, clock=clock, backend=backend, options=options, simulation=simulation)
     try:
@@ -266,6 +267,9 @@ async def _serve(
     except ValueError as error:  # a connection setting from the environment, named
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except StoreUnavailableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     print("\n".join(summary.lines()))
     return EXIT_OK
 

@@ -35,7 +35,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Literal
 
-from monitor.alerts.compile import STORAGE_BACKLOG, compile_rules
+from monitor.alerts.compile import STORAGE_BACKLOG, STORAGE_FAILED, compile_rules
 from monitor.alerts.inputs import Consciousness
 from monitor.alerts.pipeline import DetectionPipeline
 from monitor.alerts.rules import RuleSet
@@ -82,20 +82,27 @@ from monitor.mqtt.tracking import BatchNumbering
 from monitor.recording import bindings_by_room
 from monitor.storage import (
     HighWater,
+    HoldingSpool,
     InfluxWriter,
     JournalEntry,
     Spool,
+    SpoolError,
+    StoreHealth,
     resolve_influx_config,
     to_point,
 )
 from monitor.throttle import LogThrottle
 
-__all__ = ["RunOptions", "Service", "ServiceSummary"]
+__all__ = ["RunOptions", "Service", "ServiceSummary", "StoreUnavailableError"]
 
 DRAIN_TIMEOUT_S = 10.0
 COUNTERS_LOG_INTERVAL_S = 60.0  # wall time
 
 _log = logging.getLogger(__name__)
+
+
+class StoreUnavailableError(Exception):
+    """The store cannot be opened at start (read-only, missing, locked, not a database...)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -121,6 +128,7 @@ class ServiceSummary:
     command_errors: int = 0
     mqtt_url: str = ""
     influx: str = "local store"
+    unstored: int = 0  # points the store never took (it kept refusing until the end)
     by_priority: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     gateways: VitalsFeed | None = None  # monitor detect: what came from the gateways
 
@@ -141,7 +149,8 @@ class ServiceSummary:
             f"alarm events: {self.alarm_events} ({priorities})",
             f"commands: {self.commands} carried out, {self.command_errors} refused",
             f"MQTT: {self.mqtt_url}",
-            f"storage: {self.influx}",
+            f"storage: {self.influx}"
+            + (f" ({self.unstored} points could not be stored)" if self.unstored else ""),
         ]
 
 
@@ -199,6 +208,7 @@ class Service:
         self._connectors: list[Connector] = []
         self._refusals_logged = LogThrottle(10.0)
         self._backlog: HighWater | None = None  # a spool crossing not yet given to detection
+        self._store_health: StoreHealth | None = None  # the same for the store refusing writes
 
     # -- running ------------------------------------------------------------------------------
 
@@ -215,6 +225,9 @@ class Service:
         secrets = Secrets()
         site = self.config.site.code
         async with contextlib.AsyncExitStack() as stack:
+            # The store first: one that cannot be opened ends the run before any connection.
+            spool = await self._open_store(stack, forward=influx is not None)
+            store = HoldingSpool(spool, self.clock, on_health=self._on_store_health)
             protocol: Literal["auto", "3.1.1"] = "auto"
             if mqtt is None:
                 broker = await stack.enter_async_context(EmbeddedBroker())
@@ -240,15 +253,6 @@ class Service:
             else:
                 vitals = GatewayPublisher(link, topics, BatchNumbering(DETECTOR_NAME))
             commands = CommandChannel(link, topics)  # its rate limit is wall time, not session
-            self.options.store.parent.mkdir(parents=True, exist_ok=True)
-            spool = await stack.enter_async_context(
-                Spool(
-                    self.options.store,
-                    forward=influx is not None,
-                    high_water=self.config.storage.high_water_points,
-                    on_high_water=self._on_backlog,
-                )
-            )
             writer = None
             if influx is not None:
                 writer = await stack.enter_async_context(
@@ -256,7 +260,7 @@ class Service:
                 )
                 self.summary.influx = f"InfluxDB {influx.api} at {influx.url}"
             record = await self._record_files(stack)
-            metrics = self._metrics(link, commands, spool, writer, feed)
+            metrics = self._metrics(link, commands, store, writer, feed)
             if self.options.http is not None:
                 host, port = self.options.http
                 server = await stack.enter_async_context(
@@ -268,7 +272,7 @@ class Service:
                 self._markers = sorted(markers, key=lambda marker: marker.given_at)
             sinks = _Sinks(
                 site=site,
-                spool=spool,
+                store=store,
                 alarms=alarms,
                 vitals=vitals,
                 record=record,
@@ -302,11 +306,34 @@ class Service:
                             )
             finally:
                 # Also on SIGINT/SIGTERM: what arrived since the last pass still reaches every
-                # sink before the connections close.
+                # sink, and the spool gets a bounded chance to reach InfluxDB, before the
+                # connections close.
                 await self._flush(sinks)
-            if writer is not None:
-                await self._drain(writer)
+                await store.retry()
+                self.summary.unstored = store.held + store.discarded
+                store.close_report()
+                if writer is not None:
+                    await self._drain(writer)
         return self.summary
+
+    async def _open_store(self, stack: contextlib.AsyncExitStack, *, forward: bool) -> Spool:
+        """The spool, or one clear error naming the file and the cause."""
+        path = self.options.store
+        spool = Spool(
+            path,
+            forward=forward,
+            high_water=self.config.storage.high_water_points,
+            clock=self.clock,
+            on_high_water=self._on_backlog,
+        )
+        try:
+            return await stack.enter_async_context(spool)
+        except (SpoolError, OSError) as error:
+            cause = str(error).removeprefix(f"spool {path}: ")
+            if isinstance(error, OSError) and error.strerror:
+                cause = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+            msg = f"cannot open the store {path}: {cause}"
+            raise StoreUnavailableError(msg) from error
 
     @staticmethod
     async def _drain(writer: InfluxWriter) -> None:
@@ -314,24 +341,26 @@ class Service:
         try:
             async with asyncio.timeout(DRAIN_TIMEOUT_S):
                 await writer.drain()
-        except TimeoutError:
+        except (TimeoutError, SpoolError) as error:
             _log.warning(
-                "InfluxDB did not take every point within %.0f s; the rest stays in the spool "
-                "and is written on the next start",
+                "InfluxDB did not take every point within %.0f s (%s); the rest stays in the "
+                "spool and is written on the next start",
                 DRAIN_TIMEOUT_S,
+                str(error) or "timed out",
             )
 
     def _metrics(
         self,
         link: MqttLink,
         commands: CommandChannel,
-        spool: Spool,
+        store: HoldingSpool,
         writer: InfluxWriter | None,
         feed: VitalsFeed | None,
     ) -> Metrics:
         """Counters read at scrape time from where they are kept (the service, the link...)."""
         metrics = Metrics()
         summary = self.summary
+        spool = store.spool
         values: list[tuple[str, str, Callable[[], float]]] = [
             ("monitor_readings_total", "readings received", lambda: summary.readings),
             ("monitor_device_events_total", "device events", lambda: summary.device_events),
@@ -374,6 +403,17 @@ class Service:
                 "monitor_spool_over_high_water",
                 "1 while the spool is past its high-water mark (storage-backlog alarm)",
                 lambda: spool.over_high_water,
+            ),
+            (
+                "monitor_store_failed",
+                "1 while the store refuses writes (storage-failed alarm)",
+                lambda: store.failed,
+            ),
+            ("monitor_store_held", "points held in memory for the store", lambda: store.held),
+            (
+                "monitor_store_discarded_total",
+                "held readings discarded over the memory bound while the store refused writes",
+                lambda: store.discarded,
             ),
         ]
         if writer is not None:
@@ -474,7 +514,7 @@ class Service:
     async def _start_pipelines(self, sinks: _Sinks) -> None:
         """A pipeline per session, continuing from the store's alarm journal, if it has one."""
         origin = self.clock.now()
-        spool = sinks.spool
+        spool = sinks.store.spool
         # The spool's state as it is now, so that a restored storage-backlog alarm can clear too;
         # a crossing while the journals are read is reported again at the first pass.
         self._backlog = None
@@ -519,6 +559,13 @@ class Service:
         if backlog is not None:
             for session, pipeline in self._pipelines.items():
                 events[session] += _report_backlog(pipeline, now, backlog)
+        health, self._store_health = self._store_health, None
+        if health is not None:
+            for session, pipeline in self._pipelines.items():
+                events[session] += pipeline.report(
+                    STORAGE_FAILED.id, now, met=health.failed, value=health.held
+                )
+        await sinks.store.retry()
         await sinks.persist(readings, device_events)
         for session, found in events.items():
             await sinks.alarm_events(session, found, self._pipelines[session].active())
@@ -526,6 +573,11 @@ class Service:
     def _on_backlog(self, change: HighWater) -> None:
         """The spool crossed its high-water mark: the next pass raises or clears the alarm."""
         self._backlog = change
+        self._wake.set()
+
+    def _on_store_health(self, health: StoreHealth) -> None:
+        """The store began or stopped refusing writes: the next pass raises or clears the alarm."""
+        self._store_health = health
         self._wake.set()
 
     async def _serve_commands(self, commands: CommandChannel, sinks: _Sinks) -> None:
@@ -687,7 +739,7 @@ class _Sinks:
     """Where readings and alarm events go; one place, so nothing can skip a sink."""
 
     site: str
-    spool: Spool
+    store: HoldingSpool
     alarms: AlarmPublisher
     vitals: GatewayPublisher | None  # None when the readings came from gateways over MQTT
     record: dict[str, JsonlWriter]
@@ -703,7 +755,7 @@ class _Sinks:
             return
         on_reading, on_device_event, _ = self.observers
         records: list[Reading | DeviceEvent] = [*readings, *events]
-        await self.spool.accept([to_point(record, site=self.site) for record in records])
+        await self.store.accept([to_point(record, site=self.site) for record in records])
         for reading in readings:
             self._write("readings.jsonl", reading)
             if on_reading is not None:
@@ -732,9 +784,10 @@ class _Sinks:
             self._write("alarms.jsonl", event)
             self.summary.by_priority[event.priority.value] += 1
         self.summary.alarm_events += len(events)
-        await self.spool.accept(
+        await self.store.accept(
             [to_point(event, site=self.site) for event in events],
             journal=[JournalEntry(e.session, e.sequence, e.model_dump_json()) for e in events],
+            precious=True,
         )
         self.alarms.publish(session, events, active, events[-1].occurred_at)
         on_alarms = self.observers[2]

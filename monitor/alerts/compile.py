@@ -49,6 +49,7 @@ from monitor.models import AlarmCategory, AlarmPriority, DeviceKind, Parameter
 __all__ = [
     "SERVICE_RULES",
     "STORAGE_BACKLOG",
+    "STORAGE_FAILED",
     "compile_artefacts",
     "compile_baseline",
     "compile_escalation",
@@ -75,7 +76,15 @@ STORAGE_BACKLOG = CompiledRule(
 )
 """Raised while the spool holds more undelivered points than ``[storage] high_water_points``."""
 
-SERVICE_RULES: tuple[CompiledRule, ...] = (STORAGE_BACKLOG,)
+STORAGE_FAILED = CompiledRule(
+    id="storage-failed",
+    spec=ReportedSpec(label="Records held in memory: the store cannot be written", unit="points"),
+    priority=AlarmPriority.HIGH,  # the session is no longer being recorded: act now
+    category=AlarmCategory.TECHNICAL,
+)
+"""Raised while the local store (spool) refuses writes: a full disk, a read-only file system."""
+
+SERVICE_RULES: tuple[CompiledRule, ...] = (STORAGE_BACKLOG, STORAGE_FAILED)
 """Technical conditions of the service itself, in every participant's rules; reserved ids."""
 
 

@@ -6,6 +6,7 @@ The service persists a record in two steps: ``to_point`` turns it into a line-pr
 local store and ``export_points`` reads it back.
 """
 
+from monitor.storage.holding import DEFAULT_HELD_LIMIT, HoldingSpool, StoreHealth
 from monitor.storage.influx import (
     ALARM_MEASUREMENT,
     DEVICE_MEASUREMENT,
@@ -41,6 +42,7 @@ from monitor.storage.spool import (
 
 __all__ = [
     "ALARM_MEASUREMENT",
+    "DEFAULT_HELD_LIMIT",
     "DEFAULT_HIGH_WATER",
     "DEVICE_MEASUREMENT",
     "VITALS_MEASUREMENT",
@@ -49,6 +51,7 @@ __all__ = [
     "Batch",
     "HighWater",
     "HighWaterMark",
+    "HoldingSpool",
     "InfluxWriteError",
     "InfluxWriter",
     "JournalEntry",
@@ -59,6 +62,7 @@ __all__ = [
     "SpoolLockedError",
     "SpoolPoint",
     "SpooledPoint",
+    "StoreHealth",
     "StoredPoint",
     "WriterStatus",
     "alarm_point",

@@ -49,7 +49,8 @@ from pydantic import SecretStr, ValidationError
 from monitor.clock import Clock, SystemClock
 from monitor.config import INFLUX_TOKEN_ENV, InfluxConfig
 from monitor.models import AlarmEvent, DeviceEvent, Reading
-from monitor.storage.spool import Batch, PointKey, Spool, SpoolPoint
+from monitor.storage.spool import Batch, PointKey, Spool, SpoolError, SpoolPoint
+from monitor.throttle import LogThrottle
 
 __all__ = [
     "ALARM_MEASUREMENT",
@@ -497,6 +498,7 @@ class InfluxWriter:
         self._quarantined = 0
         self._retries = 0
         self._last_error: str | None = None
+        self._spool_refusals = LogThrottle(60.0)
 
     @property
     def api(self) -> Literal["v1", "v2"]:
@@ -530,7 +532,14 @@ class InfluxWriter:
         """Write whatever the spool holds, then wait for more; forever."""
         while True:
             await self._spool.wait_for_points()
-            await self._write_next_batch()
+            try:
+                await self._write_next_batch()
+            except SpoolError as error:
+                # The spool could not record a delivery (a full disk): the points stay pending
+                # and go again, which InfluxDB takes as the same points, never as new ones.
+                if self._spool_refusals.ready(self._clock.monotonic()):
+                    log.error("the spool refuses writes (%s); delivered points go again", error)
+                await self._clock.sleep(self._backoff.delay(0, self._rng))
 
     async def drain(self) -> None:
         """Write until the spool holds no pending points (retrying through outages)."""

@@ -446,7 +446,11 @@ class Spool:
         return self._connection
 
     def _open_in_thread(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.path.parent
+        if folder.exists() and not folder.is_dir():
+            msg = f"spool {self.path}: {folder} is not a folder"
+            raise SpoolError(msg)
+        folder.mkdir(parents=True, exist_ok=True)
         lock_file = Path(f"{self.path}.lock").open("ab")  # noqa: SIM115 (held until close)
         try:
             fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -462,8 +466,9 @@ class Spool:
                 connection.close()
                 msg = f"spool {self.path} has schema version {version}, expected {_SCHEMA_VERSION}"
                 raise SpoolError(msg)
-            connection.executescript(_SCHEMA)
-            connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            if version != _SCHEMA_VERSION:  # a current file is opened without a write (full disk)
+                connection.executescript(_SCHEMA)
+                connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         except BaseException:
             self._release_lock()
             raise
