@@ -1,6 +1,8 @@
 """The ``monitor`` command line.
 
-Exit status: 0 on success, 2 for bad input (config, arguments), 1 for anything unexpected.
+Exit status: 0 on success, 2 for bad input (config, arguments), 3 when a service it needs cannot
+be used (the MQTT broker refuses the credentials or its certificate does not verify), 130 when
+stopped by SIGINT/SIGTERM, 1 for anything unexpected.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 3
+"""A service it needs cannot be used: a permanent failure that retrying would not mend."""
 EXIT_INTERRUPTED = 130
 DEFAULT_STORE = Path("var/monitor-store.sqlite")
 
@@ -258,6 +262,7 @@ async def _serve(
     options: RunOptions,
     simulation: contextlib.AbstractAsyncContextManager[list[DoseMarker]] | None,
 ) -> int:
+    from monitor.mqtt.client import BrokerUnusableError  # noqa: PLC0415
     from monitor.service import Service  # noqa: PLC0415
 
     service = Service(config, clock=clock, backend=backend, options=options, simulation=simulation)
@@ -266,12 +271,16 @@ async def _serve(
     except ValueError as error:  # a connection setting from the environment, named
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokerUnusableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     print("\n".join(summary.lines()))
     return EXIT_OK
 
 
 def _gateway(args: argparse.Namespace) -> int:
     from monitor.gateway import Gateway  # noqa: PLC0415
+    from monitor.mqtt.client import BrokerUnusableError  # noqa: PLC0415
 
     config = _config_for_wearables(args)
     if config is None:
@@ -297,6 +306,9 @@ def _gateway(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
         try:
             await gateway.run()
+        except BrokerUnusableError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
         finally:  # also when stopped by SIGINT/SIGTERM, the usual way a gateway ends
             print("\n".join(gateway.summary.lines()))
         return EXIT_OK

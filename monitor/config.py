@@ -56,6 +56,7 @@ from monitor.models import (
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
+    "ECHO_LIMIT",
     "INFLUX_TOKEN_ENV",
     "MQTT_PASSWORD_ENV",
     "PLAUSIBLE_RANGES",
@@ -88,9 +89,12 @@ __all__ = [
     "StalenessRule",
     "StorageConfig",
     "TrendRule",
+    "describe_setting_error",
     "load_config",
     "load_protocol",
+    "redact_url",
     "summarize",
+    "truncate",
 ]
 
 # The names of environment variables, not secrets.
@@ -127,6 +131,19 @@ _PATTERN_MEANINGS = {
     "'.', '_' or '-', starting with a letter or digit",
     r"^hci[0-9]{1,3}$": "must be a BlueZ adapter name such as 'hci0'",
 }
+
+
+ECHO_LIMIT = 80
+"""Characters of an input value a message may echo: enough to recognise it, never a flood."""
+
+
+def truncate(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters with an ellipsis and the full
+    length: a 10 MB value must not be printed whole into a terminal or a log."""
+    shown = repr(value)
+    if len(shown) <= limit:
+        return shown
+    return f"{shown[: limit - 1]}… ({len(shown)} characters)"
 
 
 def _is_identifier(value: object) -> TypeGuard[str]:
@@ -642,13 +659,30 @@ class SiteSection(_Strict):
         return zoneinfo.ZoneInfo(self.timezone)
 
 
+def redact_url(url: str) -> str:
+    """The URL as it may be shown (errors, logs, summaries): any password replaced by ``***``.
+
+    A password is refused in every URL, but the message refusing it, or any other problem with
+    the URL, must not print it. Everything between the user name's ``:`` and the last ``@`` goes,
+    as :func:`urllib.parse.urlsplit` reads userinfo, so even a malformed URL shows no secret.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not at or not colon:
+        return url
+    return f"{scheme}{separator}{user}:***@{host}"
+
+
 def _split_url(url: str) -> urllib.parse.SplitResult:
-    """urlsplit, with a bad port reported as a ValueError naming the URL."""
-    parts = urllib.parse.urlsplit(url)
+    """urlsplit, with a bad URL or port reported as a ValueError naming the (redacted) URL."""
     try:
+        parts = urllib.parse.urlsplit(url)
         _ = parts.port
     except ValueError:
-        msg = f"invalid port in {url!r}"
+        msg = f"invalid host or port in {truncate(redact_url(url))}"
         raise ValueError(msg) from None
     return parts
 
@@ -1136,6 +1170,27 @@ def _unknown_key_message(key: str, model: type[BaseModel] | None) -> str:
     return f"unknown key (typo?); expected one of: {', '.join(fields)}"
 
 
+def _plain_message(error: Mapping[str, Any]) -> str:
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message
+
+
+def describe_setting_error(err: ValidationError, section: str, sources: Mapping[str, str]) -> str:
+    """One line for settings merged from the environment and the file (``[section]``): each
+    problem named by the variable it came from (``sources``: field -> variable) or the file key.
+
+    Pydantic's own text spans lines and echoes the input, which can be a URL with a password.
+    """
+    problems = []
+    for error in err.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        where = sources.get(field) or ".".join(filter(None, (section, field)))
+        problems.append(f"{where}: {_plain_message(error)}")
+    return "; ".join(problems)
+
+
 def _error_message(
     error: Mapping[str, Any], loc: Sequence[str | int], root: type[BaseModel], data: object
 ) -> str:
@@ -1157,9 +1212,7 @@ def _error_message(
         pattern = error.get("ctx", {}).get("pattern")
         if pattern in _PATTERN_MEANINGS:
             return f"{_PATTERN_MEANINGS[pattern]} (got {error.get('input')!r})"
-    message = str(error["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(prefix)
+    message = _plain_message(error)
     value = error.get("input")
     if kind != "value_error" and isinstance(value, str | int | float) and str(value) not in message:
         message += f" (got {value!r})"

@@ -432,7 +432,12 @@ def _connection_section() -> list[str]:
         f"- **Reconnecting**: after a lost connection the link reconnects at once; failed "
         f"attempts back off from {backoff.initial_s:g} s doubling up to {backoff.max_s:g} s, "
         f"each delay drawn from [d/2, d] so gateways do not reconnect in lock step. The link is "
-        f"back within about {backoff.max_s:g} s of the broker.",
+        f"back within about {backoff.max_s:g} s of the broker. A failure that would only come "
+        "back on every attempt is not retried: a CONNACK refusing the credentials or the client "
+        "(reason 133, 134, 135, 138 or 140; 3.1.1's 2, 4 and 5) or a broker certificate that does "
+        "not verify ends the link with `BrokerUnusableError`, and `monitor run`, `detect` and "
+        "`gateway` stop at once with one line naming the broker and the cause and exit status 3 "
+        "(a refused or reset connection, a timeout or a restarting broker are still retried).",
         "- **Outbox**: publishing never blocks. Every message waits in a local outbox until the "
         "broker acknowledges it, and after a reconnect the unacknowledged ones are sent first, "
         "in their original order: delivery is at least once, so receivers must tolerate "
