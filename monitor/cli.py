@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -32,6 +33,8 @@ EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3
 """A service it needs cannot be used: a permanent failure that retrying would not mend."""
 EXIT_INTERRUPTED = 130
+MAX_SPEED = 10_000
+"""The fastest ``--speed``: a day of session time in under nine wall-clock seconds."""
 DEFAULT_STORE = Path("var/monitor-store.sqlite")
 
 
@@ -387,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detect.add_argument(
         "--speed",
-        type=_positive_float,
+        type=_speed,
         default=1.0,
         metavar="N",
         help="the gateways simulate at xN: follow their clock (default 1: real time)",
@@ -597,7 +600,7 @@ def _add_simulation_options(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--speed",
-        type=_positive_float,
+        type=_speed,
         default=1.0,
         metavar="N",
         help="with --simulate: session time N times faster than real time (default 1)",
@@ -637,20 +640,37 @@ def _add_start_option(command: argparse.ArgumentParser) -> None:
     """``--start``, for the commands whose simulated session may begin part-way through."""
     command.add_argument(
         "--start",
-        type=float,
+        type=_finite_float,
         default=0.0,
         metavar="S",
         help="with --simulate: begin at session time S seconds (default 0)",
     )
 
 
-def _positive_float(text: str) -> float:
+def _finite_float(text: str) -> float:
+    """A number on the command line: ``inf`` and ``nan`` parse as floats but mean nothing here."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _speed(text: str) -> float:
+    """``--speed``: session time at most ``MAX_SPEED`` times real time; far beyond it the clocks'
+    arithmetic overflows and no detection pass could keep up anyway."""
+    value = _positive_float(text)
+    if value > MAX_SPEED:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SPEED:,}: {text!r}")
     return value
 
 

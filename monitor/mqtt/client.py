@@ -48,6 +48,7 @@ from monitor.config import (
     Secrets,
     SiteConfig,
     describe_setting_error,
+    tls_context,
 )
 from monitor.models import AlarmEvent, DeviceEvent, Reading
 from monitor.mqtt.outbox import Outbox, Outgoing, Priority
@@ -253,13 +254,7 @@ class Subscription:
 
 def _tls_context(files: MqttTls | None) -> ssl.SSLContext:
     """Blocking (reads certificate files): run it in a thread."""
-    context = ssl.create_default_context(
-        cafile=None if files is None or files.ca_file is None else str(files.ca_file)
-    )
-    if files is not None and files.cert_file is not None:
-        key = None if files.key_file is None else str(files.key_file)
-        context.load_cert_chain(str(files.cert_file), key)
-    return context
+    return tls_context() if files is None else files.context()
 
 
 class MqttLink:

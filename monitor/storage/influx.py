@@ -319,7 +319,7 @@ class _Transport(Protocol):
 def _ssl_context(config: InfluxConfig) -> ssl.SSLContext | None:
     if config.tls is None:
         return None
-    return ssl.create_default_context(cafile=str(config.tls.ca_file))
+    return config.tls.context()
 
 
 class _V1Transport:
