@@ -21,15 +21,22 @@ QUICK_S = 30.0
 """Far below --duration: the command must not wait for it."""
 
 
-async def detect(tmp_path: Path, url: str, password: str | None = None) -> tuple[int, str]:
-    """``monitor detect`` for up to ten minutes against ``url``; its status and stderr."""
+DETECT = ("detect", "--config", "config/demo.toml", "--no-live")
+GATEWAY = ("gateway", "--config", "config/demo.toml", "--simulate", "mdma-typical")
+
+
+async def monitor(
+    tmp_path: Path, url: str, password: str | None = None, command: tuple[str, ...] = DETECT
+) -> tuple[int, str]:
+    """``monitor detect`` (or ``command``) for up to ten minutes against ``url``; its status
+    and stderr."""
     environment = {**os.environ, "MONITOR_MQTT_URL": url, "MONITOR_INFLUX_URL": ""}
     environment.pop("MONITOR_MQTT_PASSWORD", None)
     if password is not None:
         environment["MONITOR_MQTT_PASSWORD"] = password
     process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "monitor", "detect", "--config", "config/demo.toml"),
-        *("--duration", "600", "--no-live", "--store", str(tmp_path / "store.sqlite")),
+        *(sys.executable, "-m", "monitor", *command, "--duration", "600"),
+        *(() if command != DETECT else ("--store", str(tmp_path / "store.sqlite"))),
         cwd=ROOT,
         env=environment,
         stdout=asyncio.subprocess.PIPE,
@@ -59,24 +66,24 @@ def assert_one_clear_line(stderr: str, *words: str) -> None:
 @pytest.mark.network
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
-    ("user", "password"),
+    ("user", "password", "command"),
     [
-        pytest.param("detector", "not-the-password", id="password"),
-        pytest.param("nobody", PASSWORDS[Role.DETECTOR], id="user"),
-        pytest.param(None, None, id="anonymous"),
+        pytest.param("detector", "not-the-password", DETECT, id="password"),
+        pytest.param("nobody", PASSWORDS[Role.DETECTOR], DETECT, id="user"),
+        pytest.param(None, None, DETECT, id="anonymous"),
+        pytest.param("gateway", "not-the-password", GATEWAY, id="gateway"),
     ],
 )
 async def test_refused_credentials_end_the_command_with_exit_3(
-    tmp_path: Path, user: str | None, password: str | None
+    tmp_path: Path, user: str | None, password: str | None, command: tuple[str, ...]
 ) -> None:
     """Mosquitto answers each with reason 135 (134 is the other code meant for it)."""
     broker = example_broker(tmp_path / "acl")
     await asyncio.to_thread(broker.start)
     try:
         userinfo = "" if user is None else f"{user}@"
-        status, stderr = await detect(
-            tmp_path, f"mqtt://{userinfo}127.0.0.1:{broker.port}", password
-        )
+        url = f"mqtt://{userinfo}127.0.0.1:{broker.port}"
+        status, stderr = await monitor(tmp_path, url, password, command)
     finally:
         await asyncio.to_thread(broker.stop)
     assert status == EXIT_UNAVAILABLE, stderr
@@ -96,7 +103,7 @@ async def test_an_untrusted_broker_certificate_ends_the_command_with_exit_3(
     server = tls_broker(tmp_path / "broker", files)
     await asyncio.to_thread(server.start)
     try:
-        status, stderr = await detect(tmp_path, f"mqtts://127.0.0.1:{server.port}")
+        status, stderr = await monitor(tmp_path, f"mqtts://127.0.0.1:{server.port}")
     finally:
         await asyncio.to_thread(server.stop)
     assert status == EXIT_UNAVAILABLE, stderr
