@@ -1,6 +1,9 @@
 """The ``monitor`` command line.
 
-Exit status: 0 on success, 2 for bad input (config, arguments), 1 for anything unexpected.
+Exit status: 0 on success, 2 for bad input (config, arguments), 3 when a service it needs cannot
+be used (the broker refuses the credentials or its certificate does not verify, the store cannot
+be opened), 130 when
+stopped by SIGINT/SIGTERM, 1 for anything unexpected.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -27,8 +31,11 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
-EXIT_UNAVAILABLE = 3  # something the command needs cannot be used: the store, the broker
+EXIT_UNAVAILABLE = 3
+"""Something it needs cannot be used (the store, the broker): a failure retrying would not mend."""
 EXIT_INTERRUPTED = 130
+MAX_SPEED = 10_000
+"""The fastest ``--speed``: a day of session time in under nine wall-clock seconds."""
 DEFAULT_STORE = Path("var/monitor-store.sqlite")
 
 
@@ -259,6 +266,7 @@ async def _serve(
     options: RunOptions,
     simulation: contextlib.AbstractAsyncContextManager[list[DoseMarker]] | None,
 ) -> int:
+    from monitor.mqtt.client import BrokerUnusableError  # noqa: PLC0415
     from monitor.service import Service, StoreUnavailableError  # noqa: PLC0415
 
     service = Service(config, clock=clock, backend=backend, options=options, simulation=simulation)
@@ -267,7 +275,7 @@ async def _serve(
     except ValueError as error:  # a connection setting from the environment, named
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except StoreUnavailableError as error:
+    except (BrokerUnusableError, StoreUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     print("\n".join(summary.lines()))
@@ -276,6 +284,7 @@ async def _serve(
 
 def _gateway(args: argparse.Namespace) -> int:
     from monitor.gateway import Gateway  # noqa: PLC0415
+    from monitor.mqtt.client import BrokerUnusableError  # noqa: PLC0415
 
     config = _config_for_wearables(args)
     if config is None:
@@ -301,6 +310,9 @@ def _gateway(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
         try:
             await gateway.run()
+        except BrokerUnusableError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
         finally:  # also when stopped by SIGINT/SIGTERM, the usual way a gateway ends
             print("\n".join(gateway.summary.lines()))
         return EXIT_OK
@@ -379,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detect.add_argument(
         "--speed",
-        type=_positive_float,
+        type=_speed,
         default=1.0,
         metavar="N",
         help="the gateways simulate at xN: follow their clock (default 1: real time)",
@@ -589,7 +601,7 @@ def _add_simulation_options(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--speed",
-        type=_positive_float,
+        type=_speed,
         default=1.0,
         metavar="N",
         help="with --simulate: session time N times faster than real time (default 1)",
@@ -629,20 +641,37 @@ def _add_start_option(command: argparse.ArgumentParser) -> None:
     """``--start``, for the commands whose simulated session may begin part-way through."""
     command.add_argument(
         "--start",
-        type=float,
+        type=_finite_float,
         default=0.0,
         metavar="S",
         help="with --simulate: begin at session time S seconds (default 0)",
     )
 
 
-def _positive_float(text: str) -> float:
+def _finite_float(text: str) -> float:
+    """A number on the command line: ``inf`` and ``nan`` parse as floats but mean nothing here."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _speed(text: str) -> float:
+    """``--speed``: session time at most ``MAX_SPEED`` times real time; far beyond it the clocks'
+    arithmetic overflows and no detection pass could keep up anyway."""
+    value = _positive_float(text)
+    if value > MAX_SPEED:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SPEED:,}: {text!r}")
     return value
 
 

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import ssl
 import tomllib
 import types
 import typing
@@ -29,12 +30,14 @@ from typing import Annotated, Any, Literal, Self, TypeGuard
 
 from pydantic import (
     AfterValidator,
+    AllowInfNan,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
     SecretStr,
+    Strict,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -56,6 +59,7 @@ from monitor.models import (
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
+    "ECHO_LIMIT",
     "INFLUX_TOKEN_ENV",
     "MQTT_PASSWORD_ENV",
     "PLAUSIBLE_RANGES",
@@ -88,9 +92,13 @@ __all__ = [
     "StalenessRule",
     "StorageConfig",
     "TrendRule",
+    "describe_setting_error",
     "load_config",
     "load_protocol",
+    "redact_url",
     "summarize",
+    "tls_context",
+    "truncate",
 ]
 
 # The names of environment variables, not secrets.
@@ -129,6 +137,19 @@ _PATTERN_MEANINGS = {
 }
 
 
+ECHO_LIMIT = 80
+"""Characters of an input value a message may echo: enough to recognise it, never a flood."""
+
+
+def truncate(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters with an ellipsis and the full
+    length: a 10 MB value must not be printed whole into a terminal or a log."""
+    shown = repr(value)
+    if len(shown) <= limit:
+        return shown
+    return f"{shown[: limit - 1]}… ({len(shown)} characters)"
+
+
 def _is_identifier(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and re.fullmatch(_IDENTIFIER_PATTERN, value) is not None
 
@@ -155,6 +176,15 @@ def _existing_file(value: Path, info: ValidationInfo) -> Path:
         raise ValueError(msg)
     return value
 
+
+_Whole = Annotated[int, Strict()]
+"""Every whole number in a config file (durations, counts): only an integer as written. Lax
+parsing would read ``delay_s = true`` as 1 s (a 15-minute rule firing after one second), and
+``5.0`` or ``"5"`` as 5; each field adds its bounds."""
+
+_Number = Annotated[float, Strict(), AllowInfNan(False)]
+"""Every other number (thresholds, rates, bands): an integer or a float as written, finite;
+never ``true`` (read as 1.0), ``inf`` or ``nan``."""
 
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 ExistingFile = Annotated[Path, AfterValidator(_resolve_path), AfterValidator(_existing_file)]
@@ -187,8 +217,8 @@ class LimitDirection(enum.StrEnum):
 class Escalation(_Strict):
     """How long an unacknowledged alarm waits before it escalates (clinical.md 8.2)."""
 
-    unacknowledged_medium_to_high_s: int = Field(gt=0, le=3600)
-    unacknowledged_high_to_backup_s: int = Field(gt=0, le=3600)
+    unacknowledged_medium_to_high_s: _Whole = Field(gt=0, le=3600)
+    unacknowledged_high_to_backup_s: _Whole = Field(gt=0, le=3600)
 
 
 def _detection_parameter(parameter: Parameter) -> Parameter:
@@ -255,7 +285,7 @@ def _confirm_value(value: object) -> bool | int:
         return value
     msg = (
         f"must be true (2 consecutive readings), false (1) or a number of consecutive "
-        f"readings from 1 to {_MAX_CONFIRM} (got {value!r})"
+        f"readings from 1 to {_MAX_CONFIRM} (got {truncate(value)})"
     )
     raise ValueError(msg)
 
@@ -269,7 +299,7 @@ class _RuleBase(_Strict):
     id: Identifier
     alarm: Identifier | None = None
     priority: AlarmPriority
-    delay_s: int = Field(default=0, ge=0, le=3600)
+    delay_s: _Whole = Field(default=0, ge=0, le=3600)
     confirm: _Confirm = False
 
     @property
@@ -303,9 +333,9 @@ class LimitRule(_RuleBase):
     kind: Literal["limit"]
     parameter: _StreamParameter
     direction: LimitDirection
-    threshold: float
+    threshold: _Number
     inclusive: bool
-    clear_band: float = Field(default=0.0, ge=0)
+    clear_band: _Number = Field(default=0.0, ge=0)
 
     @field_validator("threshold")
     @classmethod
@@ -343,12 +373,12 @@ class TrendRule(_RuleBase):
     kind: Literal["trend"]
     parameter: _StreamParameter
     direction: LimitDirection
-    window_s: int = Field(gt=0, le=21600)
-    rate_per_min: float = Field(gt=0)
-    resolution_s: int = Field(default=30, ge=1, le=3600)
-    min_samples: int = Field(default=3, ge=2, le=1000)
-    while_at_least: float | None = None
-    while_at_most: float | None = None
+    window_s: _Whole = Field(gt=0, le=21600)
+    rate_per_min: _Number = Field(gt=0)
+    resolution_s: _Whole = Field(default=30, ge=1, le=3600)
+    min_samples: _Whole = Field(default=3, ge=2, le=1000)
+    while_at_least: _Number | None = None
+    while_at_most: _Number | None = None
 
     @field_validator("rate_per_min")
     @classmethod
@@ -393,8 +423,8 @@ class BaselineRule(_RuleBase):
     kind: Literal["baseline"]
     parameter: _StreamParameter
     direction: LimitDirection
-    delta: float = Field(gt=0)
-    clear_band: float = Field(default=0.0, ge=0)
+    delta: _Number = Field(gt=0)
+    clear_band: _Number = Field(default=0.0, ge=0)
 
     @field_validator("delta")
     @classmethod
@@ -420,7 +450,7 @@ class StalenessRule(_TickRuleBase):
 
     kind: Literal["staleness"]
     parameter: _StreamParameter
-    stale_after_s: int = Field(gt=0, le=86400)
+    stale_after_s: _Whole = Field(gt=0, le=86400)
 
     @field_validator("delay_s")
     @classmethod
@@ -436,7 +466,7 @@ class CombinedCondition(_Strict):
 
     parameter: _StreamParameter
     direction: LimitDirection
-    threshold: float
+    threshold: _Number
     inclusive: bool
 
     @field_validator("threshold")
@@ -451,7 +481,7 @@ class CombinedRule(_TickRuleBase):
 
     kind: Literal["combined"]
     all_of: tuple[CombinedCondition, ...] = Field(min_length=2, max_length=8)
-    max_age_s: int = Field(default=120, gt=0, le=3600)
+    max_age_s: _Whole = Field(default=120, gt=0, le=3600)
 
 
 class News2Rule(_TickRuleBase):
@@ -459,7 +489,7 @@ class News2Rule(_TickRuleBase):
 
     kind: Literal["news2"]
     priority: AlarmPriority = AlarmPriority.HIGH
-    max_age_s: int = Field(default=900, gt=0, le=3600)
+    max_age_s: _Whole = Field(default=900, gt=0, le=3600)
     alert_low: bool = False
 
     @field_validator("priority")
@@ -507,7 +537,7 @@ def _pair(value: object) -> object:
     return value
 
 
-_Range = Annotated[tuple[float, float], BeforeValidator(_pair), AfterValidator(_range)]
+_Range = Annotated[tuple[_Number, _Number], BeforeValidator(_pair), AfterValidator(_range)]
 
 
 def _spike_delta(value: object) -> float | None:
@@ -516,7 +546,7 @@ def _spike_delta(value: object) -> float | None:
         return None
     if isinstance(value, int | float) and value is not True and math.isfinite(value) and value > 0:
         return float(value)
-    msg = f"must be a positive number, or false for no spike check (got {value!r})"
+    msg = f"must be a positive number, or false for no spike check (got {truncate(value)})"
     raise ValueError(msg)
 
 
@@ -568,15 +598,15 @@ class Artefacts(_Strict):
 
     plausible: PlausibleRanges = Field(default_factory=PlausibleRanges)
     spike_delta: SpikeDeltas = Field(default_factory=SpikeDeltas)
-    spike_max_gap_s: int = Field(default=_DEFAULT_ARTEFACTS.spike_max_gap_s, ge=0, le=3600)
+    spike_max_gap_s: _Whole = Field(default=_DEFAULT_ARTEFACTS.spike_max_gap_s, ge=0, le=3600)
 
 
 class Baseline(_Strict):
     """How the pre-dose baseline is taken (docs/detection.md section 3)."""
 
-    window_s: int = Field(default=_DEFAULT_BASELINE.window_s, gt=0, le=21600)
-    resolution_s: int = Field(default=_DEFAULT_BASELINE.resolution_s, ge=1, le=3600)
-    min_samples: int = Field(default=_DEFAULT_BASELINE.min_samples, ge=1)
+    window_s: _Whole = Field(default=_DEFAULT_BASELINE.window_s, gt=0, le=21600)
+    resolution_s: _Whole = Field(default=_DEFAULT_BASELINE.resolution_s, ge=1, le=3600)
+    min_samples: _Whole = Field(default=_DEFAULT_BASELINE.min_samples, ge=1)
 
     @field_validator("min_samples")
     @classmethod
@@ -632,7 +662,9 @@ class SiteSection(_Strict):
         try:
             zoneinfo.ZoneInfo(timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            msg = f"unknown time zone {timezone!r} (use an IANA name such as 'Europe/Zurich')"
+            msg = (
+                f"unknown time zone {truncate(timezone)} (use an IANA name such as 'Europe/Zurich')"
+            )
             raise ValueError(msg) from None
         return timezone
 
@@ -642,13 +674,30 @@ class SiteSection(_Strict):
         return zoneinfo.ZoneInfo(self.timezone)
 
 
+def redact_url(url: str) -> str:
+    """The URL as it may be shown (errors, logs, summaries): any password replaced by ``***``.
+
+    A password is refused in every URL, but the message refusing it, or any other problem with
+    the URL, must not print it. Everything between the user name's ``:`` and the last ``@`` goes,
+    as :func:`urllib.parse.urlsplit` reads userinfo, so even a malformed URL shows no secret.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not at or not colon:
+        return url
+    return f"{scheme}{separator}{user}:***@{host}"
+
+
 def _split_url(url: str) -> urllib.parse.SplitResult:
-    """urlsplit, with a bad port reported as a ValueError naming the URL."""
-    parts = urllib.parse.urlsplit(url)
+    """urlsplit, with a bad URL or port reported as a ValueError naming the (redacted) URL."""
     try:
+        parts = urllib.parse.urlsplit(url)
         _ = parts.port
     except ValueError:
-        msg = f"invalid port in {url!r}"
+        msg = f"invalid host or port in {truncate(redact_url(url))}"
         raise ValueError(msg) from None
     return parts
 
@@ -678,7 +727,67 @@ def _check_url(
     return parts
 
 
-class MqttTls(_Strict):
+def _ssl_reason(error: OSError) -> str:
+    reason = getattr(error, "reason", None)
+    return str(reason or error.strerror or error)
+
+
+def _no_password() -> str:
+    """An encrypted key must fail to load, not make OpenSSL prompt on the terminal."""
+    return ""
+
+
+def tls_context(
+    ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
+) -> ssl.SSLContext:
+    """A client's TLS context: the broker or server verified against ``ca_file`` (else the
+    system's CAs), and a client certificate when ``cert_file`` is given.
+
+    The one place TLS files are read, by ``check-config`` and by the connections alike, so a file
+    that holds the wrong thing fails the check, not the first connection. Blocking (reads
+    files). A ``ValueError`` names the key and the file at fault.
+    """
+    try:
+        context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
+    except (ssl.SSLError, OSError) as error:
+        msg = f"ca_file {ca_file}: holds no CA certificate in PEM format ({_ssl_reason(error)})"
+        raise ValueError(msg) from None
+    if cert_file is None:
+        return context
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(cert_file))
+    except (ssl.SSLError, OSError) as error:
+        msg = f"cert_file {cert_file}: holds no certificate in PEM format ({_ssl_reason(error)})"
+        raise ValueError(msg) from None
+    key = None if key_file is None else str(key_file)
+    try:
+        context.load_cert_chain(str(cert_file), key, password=_no_password)
+    except (ssl.SSLError, OSError) as error:
+        where = f"cert_file {cert_file}" if key_file is None else f"key_file {key_file}"
+        msg = (
+            f"{where}: holds no unencrypted private key of the certificate in cert_file "
+            f"({_ssl_reason(error)})"
+        )
+        raise ValueError(msg) from None
+    return context
+
+
+class _TlsFiles(_Strict):
+    """TLS files, loaded while a config file is checked (what they hold, not only that they
+    exist), the same way the connection loads them."""
+
+    @model_validator(mode="after")
+    def _usable(self, info: ValidationInfo) -> Self:
+        if _CONTEXT_BASE_DIR in _context(info):
+            self.context()
+        return self
+
+    def context(self) -> ssl.SSLContext:
+        """The connection's TLS context (:func:`tls_context`); blocking."""
+        raise NotImplementedError
+
+
+class MqttTls(_TlsFiles):
     """Files for a TLS connection to the broker; paths are relative to the config file."""
 
     ca_file: ExistingFile | None = None
@@ -692,6 +801,10 @@ class MqttTls(_Strict):
             msg = "key_file needs cert_file (the client certificate it belongs to)"
             raise ValueError(msg)
         return key_file
+
+    def context(self) -> ssl.SSLContext:
+        """The link's TLS context (:func:`tls_context`); blocking."""
+        return tls_context(self.ca_file, self.cert_file, self.key_file)
 
 
 class MqttConfig(_Strict):
@@ -740,10 +853,14 @@ class MqttConfig(_Strict):
         return self.url.startswith("mqtts://")
 
 
-class InfluxTls(_Strict):
+class InfluxTls(_TlsFiles):
     """A private CA for the InfluxDB server's certificate."""
 
     ca_file: ExistingFile
+
+    def context(self) -> ssl.SSLContext:
+        """The writer's TLS context (:func:`tls_context`); blocking."""
+        return tls_context(self.ca_file)
 
 
 _InfluxName = Annotated[str, StringConstraints(pattern=r"^[^\s\"'\\]{1,255}$")]
@@ -789,7 +906,7 @@ class InfluxConfig(_Strict):
 class StorageConfig(_Strict):
     """The local spool (or store) in front of InfluxDB."""
 
-    high_water_points: int = Field(default=100_000, ge=1, le=1_000_000_000)
+    high_water_points: _Whole = Field(default=100_000, ge=1, le=1_000_000_000)
     """Undelivered points that raise the ``storage-backlog`` technical alarm; it clears below
     nine tenths of the mark."""
 
@@ -799,7 +916,7 @@ class Room(_Strict):
 
     id: Identifier
     ble_adapter: Annotated[str, StringConstraints(pattern=r"^hci[0-9]{1,3}$")] | None = None
-    max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1, le=20)
+    max_connections: _Whole = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1, le=20)
 
 
 def _normalise_address(address: str) -> str:
@@ -963,7 +1080,12 @@ def _format_location(loc: _Loc) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            key = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else json.dumps(part)
+            if len(part) > ECHO_LIMIT:
+                key = truncate(part)
+            elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
+                key = part
+            else:
+                key = json.dumps(part)
             text += f".{key}" if text else key
     return text
 
@@ -1005,6 +1127,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise fail(f"not UTF-8 text (byte 0x{byte:02x})", bad_line, bad_column) from None
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively: thousands of levels exhaust
+        # the stack, and no site file nests more than a few
+        raise fail("config nesting too deep (arrays or inline tables inside each other)") from None
     except tomllib.TOMLDecodeError as err:
         message = str(err)
         line: int | None = getattr(err, "lineno", None)
@@ -1136,6 +1262,27 @@ def _unknown_key_message(key: str, model: type[BaseModel] | None) -> str:
     return f"unknown key (typo?); expected one of: {', '.join(fields)}"
 
 
+def _plain_message(error: Mapping[str, Any]) -> str:
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message
+
+
+def describe_setting_error(err: ValidationError, section: str, sources: Mapping[str, str]) -> str:
+    """One line for settings merged from the environment and the file (``[section]``): each
+    problem named by the variable it came from (``sources``: field -> variable) or the file key.
+
+    Pydantic's own text spans lines and echoes the input, which can be a URL with a password.
+    """
+    problems = []
+    for error in err.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        where = sources.get(field) or ".".join(filter(None, (section, field)))
+        problems.append(f"{where}: {_plain_message(error)}")
+    return "; ".join(problems)
+
+
 def _error_message(
     error: Mapping[str, Any], loc: Sequence[str | int], root: type[BaseModel], data: object
 ) -> str:
@@ -1144,6 +1291,9 @@ def _error_message(
         return _unknown_key_message(str(loc[-1]), _model_at(root, loc[:-1], data))
     if kind == "missing":
         return "required key is missing"
+    if kind in {"int_type", "float_type"} and isinstance(error.get("input"), bool):
+        wanted = "a whole number" if kind == "int_type" else "a number"
+        return f"must be {wanted}, not {str(error['input']).lower()}"
     if kind == "too_short" and isinstance(error.get("input"), list | tuple):
         minimum = error.get("ctx", {}).get("min_length")
         entries = "entry" if minimum == 1 else "entries"
@@ -1156,13 +1306,11 @@ def _error_message(
     if kind == "string_pattern_mismatch":
         pattern = error.get("ctx", {}).get("pattern")
         if pattern in _PATTERN_MEANINGS:
-            return f"{_PATTERN_MEANINGS[pattern]} (got {error.get('input')!r})"
-    message = str(error["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(prefix)
+            return f"{_PATTERN_MEANINGS[pattern]} (got {truncate(error.get('input'))})"
+    message = _plain_message(error)
     value = error.get("input")
     if kind != "value_error" and isinstance(value, str | int | float) and str(value) not in message:
-        message += f" (got {value!r})"
+        message += f" (got {truncate(value)})"
     return message
 
 
@@ -1206,7 +1354,10 @@ def _first_seen(
         return
     if key in seen:
         problems.append(
-            (loc, f"duplicate {what} {key!r} (first used at {_format_location(seen[key])})")
+            (
+                loc,
+                f"duplicate {what} {truncate(key)} (first used at {_format_location(seen[key])})",
+            )
         )
     else:
         seen[key] = loc
@@ -1336,7 +1487,7 @@ def _override_problems(
                 problems.append(
                     (
                         (*rule_loc, field_name),
-                        f"a {rule.kind} rule has no field {field_name!r}{hint}",
+                        f"a {rule.kind} rule has no field {truncate(field_name)}{hint}",
                     )
                 )
             else:

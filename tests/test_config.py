@@ -27,6 +27,7 @@ from monitor.config import (
     summarize,
 )
 from monitor.models import AlarmPriority, DeviceKind, Parameter
+from tests.test_mqtt_link import certificates
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config"
@@ -509,13 +510,13 @@ def test_tls_files_must_exist_and_need_mqtts(tmp_path: Path) -> None:
     text = SITE + '\n[mqtt]\nurl = "mqtt://127.0.0.1"\n[mqtt.tls]\nca_file = "missing.pem"\n'
     found = locations(write(tmp_path, text))
     assert "no such file" in found["mqtt.tls.ca_file"]
-    ca = write(tmp_path, "x", "ca.pem")
-    found = locations(write(tmp_path, text.replace("missing.pem", ca.name)))
+    found = locations(write(tmp_path, text.replace('ca_file = "missing.pem"\n', "")))
     assert "mqtts://" in found["mqtt.tls"]
 
 
 def test_tls_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
-    ca = write(tmp_path, "x", "ca.pem")
+    made = certificates(tmp_path / "certs")
+    ca = write(tmp_path, made["ca"].read_text(), "ca.pem")
     text = SITE + '\n[mqtt]\nurl = "mqtts://127.0.0.1"\n[mqtt.tls]\nca_file = "ca.pem"\n'
     config = load_config(write(tmp_path, text))
     assert config.mqtt is not None

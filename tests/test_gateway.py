@@ -41,7 +41,7 @@ from monitor.models import (
 )
 from monitor.mqtt.client import Malformed, MqttLink, Subscription, VitalsFeed
 from monitor.mqtt.contract import Role
-from monitor.mqtt.payloads import MAX_BATCH_READINGS, DeviceStatus, VitalsBatch
+from monitor.mqtt.payloads import MAX_BATCH_READINGS, MAX_BATCH_SEQUENCE, DeviceStatus, VitalsBatch
 from monitor.mqtt.topics import Topics
 from monitor.mqtt.tracking import BatchNumbering
 from tests.services import Mosquitto
@@ -212,6 +212,33 @@ async def test_garbage_is_counted_logged_once_and_never_stops_the_feed(
     logged = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
     assert len(logged) == 1, logged  # throttled: one line per interval, with a count
     assert all("Jane" not in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(60)
+async def test_a_hostile_batch_number_neither_hangs_the_feed_nor_hides_later_batches(
+    tmp_path: Path,
+) -> None:
+    """The largest number the payload allows is counted at once; a bigger one is malformed; the
+    gateway's real batches after them are still handed out (the issue's ``2**63`` hang)."""
+    numbering = BatchNumbering("gw-room-1")
+    first, second = (numbering.batch([reading("P-001", s)], T0) for s in (1, 2))
+    topic = TOPICS.readings("S-1", "P-001")
+    body = first.model_dump(mode="json")
+    async with broker(tmp_path / "broker") as server:
+        gateway = link(server.port, "gw-room-1")
+        received = Received()
+        async with running_feed(server.port, received) as feed, gateway:
+            gateway.publish(topic, first)
+            gateway.publish(topic, _json(body | {"sequence": MAX_BATCH_SEQUENCE}))
+            gateway.publish(topic, _json(body | {"sequence": 10**30}))
+            gateway.publish(topic, second)
+            await received.wait_for(lambda: len(received.readings) == 3)
+
+    assert received.readings[-1] == second.readings[0]
+    assert feed.stats.malformed == {Malformed.INVALID_PAYLOAD: 1}
+    stats = feed.sequence.stats
+    assert (stats.lost, stats.late, stats.duplicates) == (MAX_BATCH_SEQUENCE - 3, 1, 0)
 
 
 def _json(value: object) -> bytes:

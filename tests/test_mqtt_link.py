@@ -496,7 +496,7 @@ async def test_a_broker_without_mqtt5_gets_311(tmp_path: Path) -> None:
             assert old.stats.connect_failures == 1
 
 
-def _certificates(folder: Path) -> dict[str, Path]:
+def certificates(folder: Path) -> dict[str, Path]:
     """A throwaway CA, a broker certificate for 127.0.0.1 and a client certificate (blocking)."""
     folder.mkdir()
     names = {name: folder / f"{name}.pem" for name in ("ca", "broker", "client")}
@@ -518,20 +518,27 @@ def _certificates(folder: Path) -> dict[str, Path]:
     return {**names, **{f"{name}-key": path for name, path in keys.items()}}
 
 
-@pytest.mark.timeout(60)
-async def test_mutual_tls_from_the_site_config(tmp_path: Path) -> None:
-    files = await asyncio.to_thread(_certificates, tmp_path / "certs")
-    server = Mosquitto(
-        tmp_path / "broker",
+def tls_broker(workdir: Path, files: dict[str, Path], extra_config: str = "") -> Mosquitto:
+    """Mosquitto whose only listener speaks TLS with the broker certificate of ``files``."""
+    return Mosquitto(
+        workdir,
         extra_config=(
             f"user {getpass.getuser()}\n"
             "allow_anonymous true\n"
-            f"cafile {files['ca']}\n"
             f"certfile {files['broker']}\n"
             f"keyfile {files['broker-key']}\n"
-            "require_certificate true\n"
-            "tls_version tlsv1.2\n"
+            f"{extra_config}"
         ),
+    )
+
+
+@pytest.mark.timeout(60)
+async def test_mutual_tls_from_the_site_config(tmp_path: Path) -> None:
+    files = await asyncio.to_thread(certificates, tmp_path / "certs")
+    server = tls_broker(
+        tmp_path / "broker",
+        files,
+        f"cafile {files['ca']}\nrequire_certificate true\ntls_version tlsv1.2\n",
     )
     await asyncio.to_thread(server.start)
     try:

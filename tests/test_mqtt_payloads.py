@@ -37,6 +37,7 @@ from monitor.mqtt.contract import TOPICS
 from monitor.mqtt.doc import _examples
 from monitor.mqtt.outbox import Outbox, Priority
 from monitor.mqtt.payloads import (
+    MAX_BATCH_SEQUENCE,
     MAX_COMMAND_BYTES,
     AcknowledgeCommand,
     ActiveAlarms,
@@ -423,6 +424,53 @@ def test_the_tracker_counts_loss_duplicates_late_batches_and_restarts() -> None:
     tracker.observe(restarted.batch([reading(9)], T0))
     tracker.observe(restarted.batch([reading(10)], T0))
     assert (tracker.stats.restarts, tracker.stats.lost) == (1, 2)
+
+
+def test_a_huge_gap_is_counted_by_arithmetic_and_later_batches_still_count() -> None:
+    """A jump to the largest number the payload allows is one remembered range, not a set of
+    2**63 numbers; the gateway's real batches after it fill that range (late, not duplicate)."""
+    numbering = BatchNumbering("gw-1")
+    first, second, third = (numbering.batch([reading(i)], T0) for i in range(1, 4))
+    tracker = SequenceTracker()
+    assert tracker.observe(first)
+    hostile = first.model_copy(update={"sequence": MAX_BATCH_SEQUENCE})
+    assert tracker.observe(hostile)
+    assert tracker.stats.lost == MAX_BATCH_SEQUENCE - 2
+    assert [tracker.observe(batch) for batch in (second, third, third)] == [True, True, False]
+    stats = tracker.stats
+    assert (stats.lost, stats.late, stats.duplicates) == (MAX_BATCH_SEQUENCE - 4, 2, 1)
+    # the tracker itself takes any number: beyond the payload's bound too, and in a new run
+    beyond = hostile.model_copy(update={"sequence": 10**30})
+    assert tracker.observe(beyond)
+    assert tracker.stats.lost == 10**30 - 5
+    restarted = (
+        BatchNumbering("gw-1").batch([reading(4)], T0).model_copy(update={"sequence": 2**63})
+    )
+    assert tracker.observe(restarted)
+    assert (tracker.stats.restarts, tracker.stats.lost) == (1, 10**30 - 5 + 2**63 - 1)
+
+
+def test_the_payload_bounds_the_batch_number() -> None:
+    batch = BatchNumbering("gw-1").batch([reading(1)], T0).model_dump(mode="json")
+    assert VitalsBatch.model_validate(batch | {"sequence": MAX_BATCH_SEQUENCE})
+    for sequence in (MAX_BATCH_SEQUENCE + 1, 10**30):
+        with pytest.raises(ValidationError, match="sequence"):
+            VitalsBatch.model_validate_json(json.dumps(batch | {"sequence": sequence}))
+
+
+def test_the_gap_record_is_bounded_and_forgets_the_oldest_gaps() -> None:
+    numbering = BatchNumbering("gw-1")
+    batches = [numbering.batch([reading(i)], T0) for i in range(1, 12)]
+    tracker = SequenceTracker(max_gaps=2)
+    for index in (0, 2, 4, 6, 10):  # gaps: 2, 4, 6, 8-10 (numbers are index + 1)
+        tracker.observe(batches[index])
+    assert (tracker.stats.lost, tracker.stats.forgotten) == (6, 2)
+    assert not tracker.observe(batches[1])  # its gap was forgotten: it stays lost
+    assert tracker.observe(batches[5])
+    assert tracker.observe(batches[8])  # splits 8-10 in two; 6's gap is gone, so still 2 ranges
+    assert (tracker.stats.lost, tracker.stats.late, tracker.stats.forgotten) == (4, 2, 2)
+    assert [tracker.observe(batches[i]) for i in (7, 9, 3)] == [True, True, False]
+    assert (tracker.stats.lost, tracker.stats.late, tracker.stats.duplicates) == (2, 4, 2)
 
 
 def test_a_receiver_that_starts_late_counts_no_loss() -> None:

@@ -34,13 +34,22 @@ from typing import Any, Literal, Self, TypeVar
 
 import aiomqtt
 import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from monitor.clock import Clock, SystemClock
-from monitor.config import MqttConfig, MqttTls, Secrets, SiteConfig
+from monitor.config import (
+    MQTT_PASSWORD_ENV,
+    MqttConfig,
+    MqttTls,
+    Secrets,
+    SiteConfig,
+    describe_setting_error,
+    tls_context,
+)
 from monitor.models import AlarmEvent, DeviceEvent, Reading
 from monitor.mqtt.outbox import Outbox, Outgoing, Priority
 from monitor.mqtt.payloads import (
@@ -71,6 +80,7 @@ __all__ = [
     "MQTT_URL_ENV",
     "AlarmPublisher",
     "Backoff",
+    "BrokerUnusableError",
     "CommandChannel",
     "CommandStats",
     "FeedStats",
@@ -102,9 +112,8 @@ def mqtt_settings(config: SiteConfig, environ: Mapping[str, str]) -> MqttConfig 
     base = config.mqtt.model_dump() if config.mqtt is not None else {}
     try:
         return MqttConfig.model_validate({**base, "url": url})
-    except ValueError as error:
-        msg = f"{MQTT_URL_ENV}: {error}"
-        raise ValueError(msg) from None
+    except ValidationError as error:
+        raise ValueError(describe_setting_error(error, "mqtt", {"url": MQTT_URL_ENV})) from None
 
 
 DEFAULT_OUTBOX_CAPACITY = 50_000
@@ -115,12 +124,30 @@ ERROR_REPLY_BURST = 20
 """Error replies to unparseable commands: per second, and how many at once."""
 
 _UNSUPPORTED_PROTOCOL = 132  # MQTT 5 reason code; paho maps a 3.1.1 broker's refusal (1) to it
+_REFUSALS_FOR_GOOD = {
+    133: "the client id is not valid",
+    134: "bad user name or password",
+    135: "not authorised",
+    138: "this client is banned",
+    140: "bad authentication method",
+}
+"""CONNACK reason codes (MQTT 5, and paho's mapping of 3.1.1's 2, 4 and 5) that the same
+credentials will get again on every attempt: retrying cannot help, a person has to act."""
 _CONNECTION_ERRORS = (aiomqtt.MqttError, OSError, ssl.SSLError)
 Protocol = Literal["auto", "5", "3.1.1"]
 _STABLE_S = 2.0
 """A connection that lasts less than this counts as a failed attempt for the backoff, so two
 services sharing a client id (which take the session from each other) do not spin."""
 _NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)  # an alarm must not wait for Nagle
+
+
+class BrokerUnusableError(Exception):
+    """The broker cannot be used as configured (wrong credentials, an untrusted certificate).
+
+    Such a failure comes back on every attempt, so the link ends with this instead of retrying
+    until someone reads its warnings: a monitor that delivers nothing must stop and say why.
+    The message names the broker and the cause, never the password.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,13 +254,7 @@ class Subscription:
 
 def _tls_context(files: MqttTls | None) -> ssl.SSLContext:
     """Blocking (reads certificate files): run it in a thread."""
-    context = ssl.create_default_context(
-        cafile=None if files is None or files.ca_file is None else str(files.ca_file)
-    )
-    if files is not None and files.cert_file is not None:
-        key = None if files.key_file is None else str(files.key_file)
-        context.load_cert_chain(str(files.cert_file), key)
-    return context
+    return tls_context() if files is None else files.context()
 
 
 class MqttLink:
@@ -429,26 +450,38 @@ class MqttLink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        """Say offline, give the outbox ``drain_timeout_s`` to empty, then disconnect cleanly."""
+        """Say offline, give the outbox ``drain_timeout_s`` to empty, then disconnect cleanly.
+
+        A link that ended with :class:`BrokerUnusableError` (it cancelled the task that entered
+        it) raises that error itself, not wrapped in an exception group, so a caller can catch it.
+        """
         assert self._group is not None and self._runner is not None
         self._closing = True
-        if self._status_topic is not None:
-            self.publish(
-                self._status_topic,
-                self._status(ServiceState.OFFLINE, StatusReason.SHUTDOWN),
-                retain=True,
-                priority=Priority.STATE,
-            )
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._drain_timeout_s):
-                await self.drain()
+        if not self._runner.done():
+            if self._status_topic is not None:
+                self.publish(
+                    self._status_topic,
+                    self._status(ServiceState.OFFLINE, StatusReason.SHUTDOWN),
+                    retain=True,
+                    priority=Priority.STATE,
+                )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._drain_timeout_s):
+                    await self.drain()
         if len(self._outbox):
             _log.error(
                 "closing the MQTT link with %d message(s) the broker never acknowledged",
                 len(self._outbox),
             )
         self._runner.cancel()
-        await self._group.__aexit__(exc_type, exc, tb)
+        try:
+            await self._group.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            unusable, rest = group.split(BrokerUnusableError)
+            cause = _first_leaf(unusable)
+            if cause is None or rest is not None:
+                raise
+            raise cause from None
         return None
 
     # --- the connection ------------------------------------------------------------------------
@@ -567,6 +600,10 @@ class MqttLink:
                 self._protocol = aiomqtt.ProtocolVersion.V311
                 self._fallback = False
                 continue
+            cause = _for_good(failure)
+            if cause is not None:
+                msg = f"MQTT broker {self.host}:{self.port}: {cause}"
+                raise BrokerUnusableError(msg)
             delay = self._backoff.delay(attempt, self._rng)
             attempt += 1
             _log.warning(
@@ -579,11 +616,7 @@ class MqttLink:
             await self._clock.sleep(delay)
 
     def _should_fall_back(self, failure: BaseException | None) -> bool:
-        if not self._fallback or not isinstance(failure, aiomqtt.MqttCodeError):
-            return False
-        rc = failure.rc
-        code = rc.value if isinstance(rc, ReasonCode) else rc
-        return code in (1, _UNSUPPORTED_PROTOCOL)
+        return self._fallback and _reason_code(failure) in (1, _UNSUPPORTED_PROTOCOL)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         async with asyncio.TaskGroup() as group:
@@ -756,6 +789,38 @@ class MqttLink:
 
 def _properties(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]
+
+
+def _reason_code(failure: BaseException | None) -> int | None:
+    """The CONNACK (or other MQTT) reason code of a failure, if it carries one."""
+    if not isinstance(failure, aiomqtt.MqttCodeError):
+        return None
+    rc = failure.rc
+    return rc.value if isinstance(rc, ReasonCode) else rc
+
+
+def _for_good(failure: BaseException | None) -> str | None:
+    """Why ``failure`` will happen again on every attempt, or ``None`` if it may pass.
+
+    A refused CONNACK of :data:`_REFUSALS_FOR_GOOD`, or a broker certificate that does not verify
+    (aiomqtt hides the :class:`ssl.SSLCertVerificationError` as the context of its MqttError).
+    Anything else (refused or reset connections, timeouts, a broker restarting) may pass.
+    """
+    code = _reason_code(failure)
+    if isinstance(failure, MqttConnectError) and code in _REFUSALS_FOR_GOOD:
+        return (
+            f"the broker refused the connection: {_REFUSALS_FOR_GOOD[code]} (reason {code}); "
+            f"check the user in the URL, {MQTT_PASSWORD_ENV} and the broker's users and ACL"
+        )
+    seen: BaseException | None = failure
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return (
+                f"TLS certificate verification failed ({seen.verify_message or seen.reason}); "
+                "check mqtt.tls.ca_file and the host name in the URL"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException] | None) -> BaseException | None:

@@ -62,6 +62,7 @@ from monitor.mqtt.payloads import (
     reply_ok,
 )
 from monitor.mqtt.topics import INVALID_SESSION, Topics
+from monitor.mqtt.tracking import MAX_REMEMBERED_GAPS
 
 __all__ = ["REGENERATE", "render"]
 
@@ -416,7 +417,13 @@ def _connection_section() -> list[str]:
         "`VitalsFeed`, which skips duplicate batches and repeats of a device's latest event, "
         "counts lost and late batches (`SequenceTracker`; `monitor_vitals_batches_lost` on "
         "`/metrics`) and counts malformed messages (logged, rate-limited); it does not publish "
-        "the readings again. `monitor run` is both roles in one process: it publishes its own "
+        "the readings again. A batch number is at most "
+        "2^63 - 1 (`MAX_BATCH_SEQUENCE`; a bigger one is malformed). Gaps are counted by "
+        "arithmetic and remembered as ranges, at most "
+        f"{MAX_REMEMBERED_GAPS} per stream, so a batch costs the same whatever its number; a late "
+        "batch in a remembered gap is used and counted late, the oldest gaps are forgotten first "
+        "(they stay lost, counted as forgotten, and a late copy counts as a duplicate). "
+        "`monitor run` is both roles in one process: it publishes its own "
         "wearables' batches under the name `detector`.",
         "- **Credentials**: the user name is in `mqtt.url`; the password comes only from "
         "`MONITOR_MQTT_PASSWORD`. With `mqtts://` the broker's certificate is verified against "
@@ -425,7 +432,12 @@ def _connection_section() -> list[str]:
         f"- **Reconnecting**: after a lost connection the link reconnects at once; failed "
         f"attempts back off from {backoff.initial_s:g} s doubling up to {backoff.max_s:g} s, "
         f"each delay drawn from [d/2, d] so gateways do not reconnect in lock step. The link is "
-        f"back within about {backoff.max_s:g} s of the broker.",
+        f"back within about {backoff.max_s:g} s of the broker. A failure that would only come "
+        "back on every attempt is not retried: a CONNACK refusing the credentials or the client "
+        "(reason 133, 134, 135, 138 or 140; 3.1.1's 2, 4 and 5) or a broker certificate that does "
+        "not verify ends the link with `BrokerUnusableError`, and `monitor run`, `detect` and "
+        "`gateway` stop at once with one line naming the broker and the cause and exit status 3 "
+        "(a refused or reset connection, a timeout or a restarting broker are still retried).",
         "- **Outbox**: publishing never blocks. Every message waits in a local outbox until the "
         "broker acknowledges it, and after a reconnect the unacknowledged ones are sent first, "
         "in their original order: delivery is at least once, so receivers must tolerate "

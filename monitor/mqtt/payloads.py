@@ -57,6 +57,7 @@ from monitor.mqtt.topics import COMMAND_KINDS, CommandKind, command_target
 __all__ = [
     "ERROR_DESCRIPTIONS",
     "MAX_BATCH_READINGS",
+    "MAX_BATCH_SEQUENCE",
     "MAX_COMMAND_BYTES",
     "SCHEMA_VERSION",
     "AcknowledgeCommand",
@@ -93,6 +94,10 @@ MAX_COMMAND_BYTES = 16 * 1024
 MAX_BATCH_READINGS = 1000
 """A gateway batches at most this many readings per message (a few seconds of a session)."""
 
+MAX_BATCH_SEQUENCE = 2**63 - 1
+"""A batch number fits a signed 64-bit integer, as every gateway's counter does (numbering four
+batches a second, no gateway gets near it); a bigger one is a malformed payload."""
+
 _MAX_REASON = 500
 
 CommandId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
@@ -119,7 +124,7 @@ class VitalsBatch(_Payload):
 
     gateway: Identifier
     run: uuid.UUID
-    sequence: int = Field(ge=1)
+    sequence: int = Field(ge=1, le=MAX_BATCH_SEQUENCE)
     session: Identifier
     participant: ParticipantCode
     sent_at: AwareDatetime

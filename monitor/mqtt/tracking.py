@@ -6,6 +6,7 @@ encode (what counts as loss, what goes to the medical monitor) are written down 
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
@@ -15,6 +16,7 @@ from monitor.models import AlarmEvent, AlarmPriority, AlarmState, Reading
 from monitor.mqtt.payloads import EscalationMessage, EscalationReason, VitalsBatch
 
 __all__ = [
+    "MAX_REMEMBERED_GAPS",
     "BatchNumbering",
     "EscalationTracker",
     "SequenceStats",
@@ -22,7 +24,8 @@ __all__ = [
     "escalation_reason",
 ]
 
-_MAX_REMEMBERED_GAPS = 4096
+MAX_REMEMBERED_GAPS = 4096
+"""Gap ranges remembered per stream: a late batch in an older gap counts as a duplicate."""
 
 
 class BatchNumbering:
@@ -58,7 +61,9 @@ class SequenceStats:
     """What the receiver saw of the gateways' numbering.
 
     ``lost`` counts batches missing right now: a late batch that fills a gap takes it back (and
-    counts as ``late``). ``restarts`` counts new gateway runs, which restart numbering at 1.
+    counts as ``late``). ``forgotten`` counts missing batches whose gap fell out of the bounded
+    record (they stay in ``lost`` for good, and a late copy of one counts as a duplicate).
+    ``restarts`` counts new gateway runs, which restart numbering at 1.
     """
 
     batches: int = 0
@@ -67,13 +72,17 @@ class SequenceStats:
     duplicates: int = 0
     restarts: int = 0
     streams: int = 0
+    forgotten: int = 0
 
 
 @dataclass(slots=True)
 class _Stream:
+    """One stream's numbering: the highest number seen and the gaps below it, as sorted,
+    disjoint, half-open ``(first, end)`` ranges, so a gap costs the same whatever its size."""
+
     run: uuid.UUID
     highest: int
-    missing: set[int] = field(default_factory=set)
+    gaps: list[tuple[int, int]] = field(default_factory=list)
 
 
 class SequenceTracker:
@@ -81,10 +90,19 @@ class SequenceTracker:
 
     QoS 1 delivers at least once, so duplicates are expected after a reconnect and are not an
     error; the caller should skip a batch :meth:`observe` calls a duplicate.
+
+    A sequence number comes from outside and may be anything the payload allows: gaps are counted
+    by arithmetic and remembered as ranges, at most ``max_gaps`` per stream (the oldest are
+    forgotten first), so one batch costs O(log max_gaps) whatever its number and a hostile jump
+    costs one range, not one entry per missing number.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_gaps: int = MAX_REMEMBERED_GAPS) -> None:
+        if max_gaps < 1:
+            msg = "the tracker must remember at least one gap"
+            raise ValueError(msg)
         self.stats = SequenceStats()
+        self._max_gaps = max_gaps
         self._streams: dict[tuple[str, str, str], _Stream] = {}
 
     def observe(self, batch: VitalsBatch) -> bool:
@@ -92,41 +110,44 @@ class SequenceTracker:
         self.stats.batches += 1
         key = (batch.gateway, batch.session, batch.participant)
         stream = self._streams.get(key)
+        sequence = batch.sequence
         if stream is None:
             # the first batch this receiver sees sets the baseline: what came before it was sent
             # before the receiver listened, not lost on the way
             self.stats.streams += 1
-            self._streams[key] = _Stream(batch.run, batch.sequence)
+            self._streams[key] = _Stream(batch.run, sequence)
             return True
         if stream.run != batch.run:
             # a gateway restart numbers from 1 again: batches of the new run before this one are
             # lost (the old run's tail cannot be told apart from a clean stop)
             self.stats.restarts += 1
-            self.stats.lost += batch.sequence - 1
-            self._streams[key] = _Stream(batch.run, batch.sequence, set(range(1, batch.sequence)))
-            self._trim(self._streams[key])
+            stream = self._streams[key] = _Stream(batch.run, 0)
+        if sequence > stream.highest:
+            if sequence > stream.highest + 1:
+                self.stats.lost += sequence - stream.highest - 1
+                stream.gaps.append((stream.highest + 1, sequence))
+                self._trim(stream)
+            stream.highest = sequence
             return True
-        if batch.sequence > stream.highest:
-            gap = range(stream.highest + 1, batch.sequence)
-            self.stats.lost += len(gap)
-            stream.missing.update(gap)
-            stream.highest = batch.sequence
-            self._trim(stream)
-            return True
-        if batch.sequence in stream.missing:
-            stream.missing.discard(batch.sequence)
-            self.stats.lost -= 1
-            self.stats.late += 1
-            return True
-        self.stats.duplicates += 1
-        return False
+        index = bisect.bisect_right(stream.gaps, sequence, key=lambda gap: gap[0]) - 1
+        if index < 0 or not stream.gaps[index][0] <= sequence < stream.gaps[index][1]:
+            self.stats.duplicates += 1
+            return False
+        first, end = stream.gaps[index]
+        stream.gaps[index : index + 1] = [
+            gap for gap in ((first, sequence), (sequence + 1, end)) if gap[0] < gap[1]
+        ]
+        self.stats.lost -= 1
+        self.stats.late += 1
+        self._trim(stream)
+        return True
 
-    @staticmethod
-    def _trim(stream: _Stream) -> None:
-        """Forget the oldest gaps of a long outage: they stay counted as lost, for good."""
-        if len(stream.missing) > _MAX_REMEMBERED_GAPS:
-            keep = sorted(stream.missing)[-_MAX_REMEMBERED_GAPS:]
-            stream.missing = set(keep)
+    def _trim(self, stream: _Stream) -> None:
+        """Forget the oldest gaps of a long, patchy outage: they stay counted as lost, for good."""
+        excess = len(stream.gaps) - self._max_gaps
+        if excess > 0:
+            self.stats.forgotten += sum(end - first for first, end in stream.gaps[:excess])
+            del stream.gaps[:excess]
 
 
 def escalation_reason(event: AlarmEvent) -> EscalationReason | None:

@@ -47,7 +47,7 @@ from influxdb_client.rest import ApiException
 from pydantic import SecretStr, ValidationError
 
 from monitor.clock import Clock, SystemClock
-from monitor.config import INFLUX_TOKEN_ENV, InfluxConfig
+from monitor.config import INFLUX_TOKEN_ENV, InfluxConfig, describe_setting_error
 from monitor.models import AlarmEvent, DeviceEvent, Reading
 from monitor.storage.spool import Batch, PointKey, Spool, SpoolError, SpoolPoint
 from monitor.throttle import LogThrottle
@@ -126,12 +126,8 @@ def resolve_influx_config(
     try:
         return InfluxConfig.model_validate(data)
     except ValidationError as err:
-        problems = []
-        for error in err.errors():
-            field = str(error["loc"][0]) if error["loc"] else "influx"
-            where = _OVERRIDES[field] if field in overrides else f"influx.{field}"
-            problems.append(f"{where}: {error['msg']}")
-        raise ValueError("; ".join(problems)) from None
+        sources = {field: _OVERRIDES[field] for field in overrides}
+        raise ValueError(describe_setting_error(err, "influx", sources)) from None
 
 
 # --- schema --------------------------------------------------------------------------------
@@ -324,7 +320,7 @@ class _Transport(Protocol):
 def _ssl_context(config: InfluxConfig) -> ssl.SSLContext | None:
     if config.tls is None:
         return None
-    return ssl.create_default_context(cafile=str(config.tls.ca_file))
+    return config.tls.context()
 
 
 class _V1Transport:
