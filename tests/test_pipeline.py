@@ -6,14 +6,23 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.alerts.compile import STORAGE_BACKLOG
-from monitor.alerts.inputs import Detector
+from monitor.alerts.inputs import Detector, SampleBatch
 from monitor.alerts.pipeline import DetectionPipeline, restore_settle_s, to_ms
 from monitor.alerts.reference import ReferenceDetector
+from monitor.alerts.replay_input import (
+    ConsciousnessEvent,
+    DetectorEvent,
+    DoseEvent,
+    SamplesEvent,
+)
 from monitor.alerts.rules import (
     BaselineSpec,
     CompiledRule,
+    ConditionUpdate,
     LimitSpec,
     RuleSet,
     StalenessSpec,
@@ -28,6 +37,8 @@ from monitor.models import (
     Reading,
     ReadingKind,
 )
+from tests.test_engine import ORIGIN as ENGINE_ORIGIN
+from tests.test_engine import event_lists, rule_sets
 
 ORIGIN = dt.datetime(2025, 3, 1, 8, 0, tzinfo=dt.UTC)
 SESSION = "S-1"
@@ -293,3 +304,83 @@ def test_a_restored_session_keeps_its_alarms_and_then_follows_fresh_detection() 
 def test_the_restore_settle_time_covers_the_slowest_stream_and_the_longest_delay() -> None:
     assert restore_settle_s(rules(HR_HIGH, HR_STALE)) == 5 + 10
     assert restore_settle_s(rules(TEMP_BASELINE)) == 0
+
+
+# -- time that jumps -------------------------------------------------------------------------------
+
+GAPS_MS = [0, 0, 1, 999, 1000, 30_000, 61_000, 400_000]
+
+
+def _drive(
+    rule_set: RuleSet,
+    events: Sequence[DetectorEvent],
+    gaps: Sequence[int],
+    detector: Callable[[RuleSet, int], Detector] | None,
+) -> list[AlarmEvent]:
+    """The events through a pipeline, with time jumping ahead by ``gaps`` between them."""
+    origin = dt.datetime.fromtimestamp(ENGINE_ORIGIN / 1000, tz=dt.UTC)
+    fed = DetectionPipeline(rule_set, session=SESSION, origin=origin, detector=detector)
+    codes = rule_set.participants
+    shift = 0
+    out: list[AlarmEvent] = []
+    for event, gap in zip(events, gaps, strict=True):
+        shift += gap
+        if isinstance(event, SamplesEvent):
+            batch = event.batch
+            moved = SampleBatch(
+                batch.t_ms + shift, batch.participant, batch.parameter, batch.value, batch.flagged
+            )
+            out += fed.feed_samples(moved)
+            continue
+        moment = origin + dt.timedelta(milliseconds=event.t_ms + shift - ENGINE_ORIGIN)
+        if isinstance(event, DoseEvent):
+            out += fed.mark_dose(codes[event.participant], moment)
+        elif isinstance(event, ConsciousnessEvent):
+            out += fed.set_consciousness(codes[event.participant], moment, event.level)
+        else:
+            out += fed.advance(moment)
+            if gap % 2:  # now and then staff pause a participant, which must expire on time
+                out += fed.pause(codes[0], "nurse-07", 60, moment)
+    return out + fed.advance_ms(ENGINE_ORIGIN + shift + 900_000)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_skipping_quiet_ticks_gives_the_events_of_ticking_every_period(
+    data: st.DataObject,
+) -> None:
+    """The reference ticks at every grid time; the engine lets the pipeline skip quiet ones."""
+    rule_set = data.draw(rule_sets())
+    events = data.draw(event_lists(len(rule_set.participants)))
+    gaps = data.draw(st.lists(st.sampled_from(GAPS_MS), min_size=len(events), max_size=len(events)))
+    engine = _drive(rule_set, events, gaps, None)
+    assert engine == _drive(rule_set, events, gaps, reference)
+
+
+@pytest.mark.timeout(20)  # ticking every second, a year took minutes
+def test_a_year_of_silence_costs_the_ticks_that_change_something() -> None:
+    """Low priority, so no escalation steps: those are events, one per step, like any other."""
+    stale = CompiledRule(
+        id="hr-stale",
+        spec=StalenessSpec(Parameter.HEART_RATE, stale_after_s=60),
+        priority=AlarmPriority.LOW,
+        category=AlarmCategory.TECHNICAL,
+    )
+    fed = pipeline(stale)
+    fed.feed([hr(1, 70.0)])
+    calls = 0
+    tick = fed.detector.tick
+
+    def counted(t_ms: int) -> list[ConditionUpdate]:
+        nonlocal calls
+        calls += 1
+        return tick(t_ms)
+
+    fed.detector.tick = counted  # type: ignore[method-assign]
+    events = fed.advance(at(366 * 86_400))
+    assert fed.stats.ticks == 366 * 86_400
+    assert calls <= 3  # the first tick, the one that finds P-001 stale, the last
+    assert [(e.participant, e.state, e.occurred_at) for e in events] == [
+        ("P-002", AlarmState.ACTIVE, at(60)),  # no reading: stale from the origin
+        ("P-001", AlarmState.ACTIVE, at(61)),
+    ]

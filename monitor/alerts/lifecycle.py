@@ -257,6 +257,16 @@ class AlarmLifecycle:
                 events.append(self._escalate(alarm, t))
         return events
 
+    def next_due_ms(self) -> int | None:
+        """When :meth:`tick` next has work (a pause ending or an escalation step), if ever."""
+        due = [
+            moment
+            for alarm in self._alarms.values()
+            for moment in (alarm.pause_until_ms, alarm.due_ms)
+            if moment is not None
+        ]
+        return min(due, default=None)
+
     def acknowledge(
         self, alarm_id: uuid.UUID | str, staff: str | None, t_ms: int
     ) -> list[AlarmEvent]:

@@ -32,6 +32,7 @@ _PARAMETER_INDEX = {parameter: index for index, parameter in enumerate(DETECTION
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MS = dt.timedelta(milliseconds=1)
+_NEVER_MS = 2**62  # later than any tick: nothing due
 
 _Row = tuple[int, int, int, float, bool]
 
@@ -180,13 +181,18 @@ class DetectionPipeline:
         return self.advance_ms(to_ms(moment))
 
     def advance_ms(self, t_ms: int) -> list[AlarmEvent]:
-        """Ticks at each grid time ``<= t_ms``."""
+        """Ticks at each grid time ``<= t_ms``, in a time that grows with what they change.
+
+        A tick that neither detection nor the lifecycle has anything due for is quiet (it
+        would report nothing and change nothing), so it is skipped: after each tick the next
+        one run is the first grid time at or after the earliest due time, but never past the
+        first grid time after ``t_ms``, which must run whatever comes in before it. Jumping a
+        year costs the ticks that report something, not one per period.
+        """
         events: list[AlarmEvent] = []
+        passed = self._next_tick_ms
         while self._next_tick_ms <= t_ms:
             tick = self._next_tick_ms
-            self._next_tick_ms += self.tick_ms
-            self._last_ms = tick if self._last_ms is None else max(self._last_ms, tick)
-            self.stats.ticks += 1
             events += self._apply(self.detector.tick(tick))
             events += self._emit(self.lifecycle.tick(tick))
             if self._reconcile_at_ms is not None and tick >= self._reconcile_at_ms:
@@ -194,7 +200,28 @@ class DetectionPipeline:
                 current = sorted(self._conditions.values(), key=lambda u: (u.participant, u.rule))
                 self._conditions.clear()
                 events += self._emit(self.lifecycle.reconcile(tick, current))
+            after_target = (t_ms // self.tick_ms + 1) * self.tick_ms
+            self._next_tick_ms = max(tick + self.tick_ms, min(self._due_tick(tick), after_target))
+        if self._next_tick_ms > passed:
+            last_tick = self._next_tick_ms - self.tick_ms
+            self.stats.ticks += (self._next_tick_ms - passed) // self.tick_ms
+            self._last_ms = last_tick if self._last_ms is None else max(self._last_ms, last_tick)
         return events
+
+    def _due_tick(self, tick: int) -> int:
+        """The first grid time at or after anything due once ``tick`` has run (or far away)."""
+        due = [
+            moment
+            for moment in (
+                self.detector.next_due_ms(tick),
+                self.lifecycle.next_due_ms(),
+                self._reconcile_at_ms,
+            )
+            if moment is not None
+        ]
+        if not due:
+            return _NEVER_MS
+        return -(-min(due) // self.tick_ms) * self.tick_ms
 
     def mark_dose(self, participant: str, moment: dt.datetime) -> list[AlarmEvent]:
         """A dose (or booster) marker; fixes the participant's pre-dose baselines.
