@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.alerts.compile import STORAGE_BACKLOG
-from monitor.alerts.inputs import Detector, SampleBatch
+from monitor.alerts.inputs import Consciousness, Detector, SampleBatch
+from monitor.alerts.lifecycle import FutureTimeError
 from monitor.alerts.pipeline import DetectionPipeline, restore_settle_s, to_ms
 from monitor.alerts.reference import ReferenceDetector
 from monitor.alerts.replay_input import (
@@ -384,3 +385,88 @@ def test_a_year_of_silence_costs_the_ticks_that_change_something() -> None:
         ("P-002", AlarmState.ACTIVE, at(60)),  # no reading: stale from the origin
         ("P-001", AlarmState.ACTIVE, at(61)),
     ]
+
+
+# -- future timestamps -----------------------------------------------------------------------------
+
+SPO2_LOW = CompiledRule(
+    id="spo2-low",
+    spec=LimitSpec(Parameter.SPO2, high=False, threshold=88.0, inclusive=True),
+    priority=AlarmPriority.HIGH,
+)
+
+
+def spo2(seconds: float, percent: float) -> Reading:
+    return Reading(
+        session=SESSION,
+        participant="P-001",
+        device="spo2-1",
+        kind=ReadingKind.SPO2,
+        values={Parameter.SPO2: percent},
+        received_at=at(seconds),
+    )
+
+
+class Wall:
+    """The service's clock as the pipeline sees it: a horizon of now plus 5 s of skew."""
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def horizon(self) -> int:
+        return to_ms(at(self.now_s + 5))
+
+
+def test_a_reading_stamped_an_hour_ahead_is_refused_and_later_readings_still_alarm() -> None:
+    wall = Wall()
+    fed = DetectionPipeline(
+        rules(SPO2_LOW, HR_STALE), session=SESSION, origin=ORIGIN, horizon=wall.horizon
+    )
+    wall.now_s = 2
+    events = fed.feed([hr(1, 70.0), hr(2, 70.0, participant="P-002"), spo2(3600, 97.0)])
+    events += fed.advance(at(2))
+    assert events == []  # no staleness flood: session time did not follow the reading
+    assert fed.stats.future == 1
+    assert fed.stats.future_stream == "P-001 spo2 from device spo2-1"
+    wall.now_s = 4
+    raised = fed.feed([spo2(3, 85.0), hr(3, 70.0), hr(3, 70.0, participant="P-002")])
+    assert states(raised) == [("spo2-low", AlarmState.ACTIVE, 3.0)]
+    assert fed.stats.out_of_order == 0
+
+
+@pytest.mark.timeout(10)  # following it, the year 9999 took gigabytes and never came back
+def test_the_year_9999_is_refused_at_once_by_every_input() -> None:
+    fed = pipeline(HR_HIGH, HR_STALE)  # no clock: the horizon is the 24 h a session may last
+    far = dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC)
+    late = hr(0, 70.0).model_copy(update={"received_at": far})
+    assert fed.feed([late]) == []
+    samples = SampleBatch.from_rows(
+        [(to_ms(at(1)), 0, 0, 70.0, False), (to_ms(far), 0, 0, 71.0, False)]
+    )
+    assert fed.feed_samples(samples) == []
+    with pytest.raises(FutureTimeError, match="dose marker stamped 9999-12-31"):
+        fed.mark_dose("P-001", far)
+    with pytest.raises(FutureTimeError, match="consciousness entry"):
+        fed.set_consciousness("P-001", far, Consciousness.PAIN)
+    assert fed.stats.future == 4
+    assert fed.stats.samples == 1
+    assert fed.time_ms == to_ms(at(1))
+    assert fed.feed([hr(86_400, 70.0)]) != []  # the last second of the session still counts
+    assert fed.feed([hr(86_400.001, 70.0)]) == []
+    assert fed.stats.future == 5
+
+
+def test_a_dose_marker_two_hours_ahead_is_refused_without_moving_time() -> None:
+    wall = Wall()
+    fed = DetectionPipeline(
+        rules(HR_HIGH, HR_STALE), session=SESSION, origin=ORIGIN, horizon=wall.horizon
+    )
+    wall.now_s = 3
+    fed.feed([hr(1, 70.0), hr(1, 70.0, participant="P-002")])
+    with pytest.raises(FutureTimeError, match="past the latest time session S-1 accepts now"):
+        fed.mark_dose("P-001", at(7200))
+    assert fed.time_ms == to_ms(at(1))
+    assert fed.advance(at(3)) == []
+    assert fed.mark_dose("P-001", at(5)) == []  # within the skew: taken at its time
+    assert fed.time_ms == to_ms(at(5))
+    assert fed.stats.future == 1

@@ -47,6 +47,7 @@ __all__ = [
     "AlarmLifecycle",
     "AlarmPendingError",
     "AlarmResolvedError",
+    "FutureTimeError",
     "LifecycleError",
     "PauseError",
     "StaffRequiredError",
@@ -104,6 +105,11 @@ class UnknownParticipantError(LifecycleError):
 
 class PauseError(LifecycleError):
     """A pause outside its bounds, or a resume without a pause."""
+
+
+class FutureTimeError(LifecycleError):
+    """An input stamped later than its session accepts yet: it would move session time ahead
+    and run every timer and staleness limit on the way (docs/detection.md section 1)."""
 
 
 def _at(t_ms: int) -> dt.datetime:
