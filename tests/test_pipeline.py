@@ -96,15 +96,20 @@ def hr(seconds: float, bpm: float, participant: str = "P-001", **fields: object)
     )
 
 
-def temperature(seconds: float, degrees: float) -> Reading:
+def single(seconds: float, kind: ReadingKind, parameter: Parameter, value: float) -> Reading:
+    """P-001's reading of one value, from the device of its kind."""
     return Reading(
         session=SESSION,
         participant="P-001",
-        device="temp-1",
-        kind=ReadingKind.TEMPERATURE,
-        values={Parameter.TEMPERATURE: degrees},
+        device=f"{kind.value.split('_')[0]}-1",
+        kind=kind,
+        values={parameter: value},
         received_at=at(seconds),
     )
+
+
+def temperature(seconds: float, degrees: float) -> Reading:
+    return single(seconds, ReadingKind.TEMPERATURE, Parameter.TEMPERATURE, degrees)
 
 
 def states(events: Sequence[AlarmEvent]) -> list[tuple[str, AlarmState, float]]:
@@ -397,14 +402,7 @@ SPO2_LOW = CompiledRule(
 
 
 def spo2(seconds: float, percent: float) -> Reading:
-    return Reading(
-        session=SESSION,
-        participant="P-001",
-        device="spo2-1",
-        kind=ReadingKind.SPO2,
-        values={Parameter.SPO2: percent},
-        received_at=at(seconds),
-    )
+    return single(seconds, ReadingKind.SPO2, Parameter.SPO2, percent)
 
 
 class Wall:
