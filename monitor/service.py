@@ -95,8 +95,8 @@ __all__ = ["RunOptions", "Service", "ServiceSummary"]
 DRAIN_TIMEOUT_S = 10.0
 COUNTERS_LOG_INTERVAL_S = 60.0  # wall time
 MAX_CLOCK_SKEW_S = 5.0
-"""How far ahead of the service clock a reading or command may be stamped (docs/detection.md,
-"Future timestamps"): clocks of gateways and dashboards differ a little; more is refused."""
+"""How far ahead of the service clock a reading or command may be stamped (docs/detection.md
+section 1.1): clocks of gateways and dashboards differ a little; more is refused."""
 
 _log = logging.getLogger(__name__)
 
@@ -537,9 +537,9 @@ class Service:
             await sinks.alarm_events(session, found, self._pipelines[session].active())
 
     def _horizon_ms(self) -> int:
-        """The latest time a reading or command may carry (docs/detection.md, "Future
-        timestamps"); the skew is session time, so an accelerated clock widens it as it widens
-        every transit time."""
+        """The latest time a reading or command may carry (docs/detection.md section 1.1); the
+        skew is session time, so an accelerated clock widens it as it widens every transit
+        time."""
         speed = self.clock.speed if isinstance(self.clock, AcceleratedClock | FollowingClock) else 1
         return to_ms(self.clock.now()) + round(MAX_CLOCK_SKEW_S * max(speed, 1.0) * 1000)
 
