@@ -229,8 +229,11 @@ class DetectionPipeline:
                 current = sorted(self._conditions.values(), key=lambda u: (u.participant, u.rule))
                 self._conditions.clear()
                 events += self._emit(self.lifecycle.reconcile(tick, current))
-            after_target = (t_ms // self.tick_ms + 1) * self.tick_ms
-            self._next_tick_ms = max(tick + self.tick_ms, min(self._due_tick(tick), after_target))
+            self._next_tick_ms = tick + self.tick_ms
+            if self._next_tick_ms <= t_ms:  # more ticks to run: skip those with nothing due
+                after_target = (t_ms // self.tick_ms + 1) * self.tick_ms
+                skip_to = min(self._due_tick(tick), after_target)
+                self._next_tick_ms = max(self._next_tick_ms, skip_to)
         if self._next_tick_ms > passed:
             last_tick = self._next_tick_ms - self.tick_ms
             self.stats.ticks += (self._next_tick_ms - passed) // self.tick_ms
