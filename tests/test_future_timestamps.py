@@ -1,6 +1,8 @@
 """Input stamped in the future (issue 9, item 1), through ``monitor detect`` and a real Mosquitto:
 a reading an hour ahead, a reading and an ACVPU entry in the year 9999 and a dose two hours
-ahead are refused and counted, and SpO2 at 85 % right after them still raises its alarm."""
+ahead are refused and counted, and SpO2 at 85 % right after them still raises its alarm, at the
+first such reading: a reading a few seconds ahead (within the skew) waits for its time instead
+of making the readings of other streams out of order."""
 
 from __future__ import annotations
 
@@ -37,6 +39,17 @@ def spo2(percent: float, at: dt.datetime) -> Reading:
         device="spo2-p-001",
         kind=ReadingKind.SPO2,
         values={Parameter.SPO2: percent, Parameter.PULSE_RATE: 80.0},
+        received_at=at,
+    )
+
+
+def heart_rate(bpm: float, at: dt.datetime) -> Reading:
+    return Reading(
+        session=SESSION,
+        participant="P-001",
+        device="hr-p-001",
+        kind=ReadingKind.HEART_RATE,
+        values={Parameter.HEART_RATE: bpm},
         received_at=at,
     )
 
@@ -92,7 +105,7 @@ async def test_future_stamps_are_refused_and_spo2_at_85_still_alarms(tmp_path: P
             async with aiomqtt.Client("127.0.0.1", broker.port, identifier="gw-test") as client:
                 await client.subscribe(f"{BASE}/alarms/#", qos=1)
                 await client.subscribe(f"{BASE}/replies/#", qos=1)
-                events, replies = await _session(client, port)
+                events, replies, first_low = await _session(client, port)
         finally:
             detector.send_signal(signal.SIGTERM)
             async with asyncio.timeout(30):
@@ -101,6 +114,9 @@ async def test_future_stamps_are_refused_and_spo2_at_85_still_alarms(tmp_path: P
     assert detector.returncode == 130, log[-3000:]
     # The SpO2 alarm, and nothing of the staleness and escalation flood of a moved clock.
     assert [(e.rule, e.state) for e in events] == [("spo2-low-high-immediate", AlarmState.ACTIVE)]
+    assert events[0].occurred_at == first_low.replace(
+        microsecond=first_low.microsecond // 1000 * 1000
+    )
     assert all(not r.ok and r.error == "rejected" for r in replies), replies
     assert all("refused, as it would move session time ahead" in (r.reason or "") for r in replies)
     assert "stamped more than 5 s ahead of the clock" in log
@@ -109,13 +125,15 @@ async def test_future_stamps_are_refused_and_spo2_at_85_still_alarms(tmp_path: P
 
 async def _session(
     client: aiomqtt.Client, port: int
-) -> tuple[list[AlarmEvent], list[CommandReply]]:
-    """The hostile stamps, then SpO2 at 85 % every half second until its alarm arrives."""
+) -> tuple[list[AlarmEvent], list[CommandReply], dt.datetime]:
+    """The stamps ahead, then SpO2 at 85 % every half second until its alarm arrives; the
+    alarms and replies that came, and the time of the first 85 %."""
     now = dt.datetime.now(dt.UTC)
     topic = f"{BASE}/readings/{SESSION}/P-001"
-    await client.publish(topic, batch(1, spo2(97.0, now + dt.timedelta(hours=1))), qos=1)
+    await client.publish(topic, batch(1, heart_rate(70.0, now + dt.timedelta(seconds=3))), qos=1)
+    await client.publish(topic, batch(2, spo2(97.0, now + dt.timedelta(hours=1))), qos=1)
     far = dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC)
-    await client.publish(topic, batch(2, spo2(97.0, far)), qos=1)
+    await client.publish(topic, batch(3, spo2(97.0, far)), qos=1)
     await client.publish(
         f"{BASE}/commands/{SESSION}/dose",
         command("dose", given_at=(now + dt.timedelta(hours=2)).isoformat()),
@@ -128,10 +146,12 @@ async def _session(
     )
     events: list[AlarmEvent] = []
     replies: list[CommandReply] = []
+    sent: list[dt.datetime] = []
 
     async def feed() -> None:
-        for sequence in range(3, 1000):
-            await client.publish(topic, batch(sequence, spo2(85.0, dt.datetime.now(dt.UTC))))
+        for sequence in range(4, 1000):
+            sent.append(dt.datetime.now(dt.UTC))
+            await client.publish(topic, batch(sequence, spo2(85.0, sent[-1])))
             await asyncio.sleep(0.5)  # a pulse oximeter's pace, not a wait for a result
 
     feeding = asyncio.create_task(feed())
@@ -148,7 +168,7 @@ async def _session(
         feeding.cancel()
     metrics = await asyncio.to_thread(_scrape, port)
     assert "monitor_future_rejected_total 4" in metrics, metrics
-    return events, replies
+    return events, replies, sent[0]
 
 
 def _scrape(port: int) -> str:
