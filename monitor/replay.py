@@ -30,8 +30,8 @@ from typing import IO, TypeVar
 from pydantic import ValidationError
 
 from monitor.alerts.compile import compile_rules
-from monitor.alerts.lifecycle import LifecycleError
-from monitor.alerts.pipeline import DetectionPipeline, to_ms
+from monitor.alerts.lifecycle import FutureTimeError, LifecycleError
+from monitor.alerts.pipeline import MAX_SESSION_S, DetectionPipeline, to_ms
 from monitor.alerts.rules import RuleSet, RuleSetError
 from monitor.models import AlarmEvent, AlarmPriority, DoseMarker, Reading
 
@@ -95,6 +95,7 @@ class ReplaySummary:
     unordered_files: list[Path] = dataclasses.field(default_factory=list)
     late_samples: int = 0
     out_of_order: int = 0
+    future: int = 0
     alarm_events: int = 0
     alarm_ids: set[str] = dataclasses.field(default_factory=set)
     by_rule: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -132,6 +133,7 @@ class ReplaySummary:
             "unordered_files": [str(path) for path in self.unordered_files],
             "late_samples": self.late_samples,
             "out_of_order": self.out_of_order,
+            "future": self.future,
             "alarm_events": self.alarm_events,
             "alarms": len(self.alarm_ids),
             "alarm_events_by_rule": dict(sorted(self.by_rule.items())),
@@ -174,6 +176,11 @@ class ReplaySummary:
             lines.append(
                 f"samples ignored as late (not after their stream's last): {self.late_samples}; "
                 f"readings out of order: {self.out_of_order}"
+            )
+        if self.future:
+            lines.append(
+                f"readings and markers more than {MAX_SESSION_S // 3600} h after their session's "
+                f"origin, not evaluated: {self.future}"
             )
         lines.append(f"alarm events: {self.alarm_events} ({len(self.alarm_ids)} alarm(s))")
         lines += [f"  {priority}: {n}" for priority, n in self._priorities().items() if n]
@@ -261,6 +268,7 @@ def replay(
     summary.alarms_file = None if out is None else out / ALARMS_FILE
     summary.late_samples = sum(p.detector.late_samples for p in pipelines.values())
     summary.out_of_order = sum(p.stats.out_of_order for p in pipelines.values())
+    summary.future = sum(p.stats.future for p in pipelines.values())
     return summary
 
 
@@ -439,20 +447,23 @@ def _evaluate(
     items: Iterator[_Item],
     sink: _Sink,
 ) -> None:
-    """Feed each session's readings in chunks that never split an instant, markers in between."""
+    """Feed each session's readings in chunks that never split an instant, markers in between.
+
+    Time ends at each session's last input that detection took: a line dated years later is
+    refused by the pipeline (:data:`MAX_SESSION_S`) and must not drag the end along with it.
+    """
     buffers: dict[str, list[Reading]] = {session: [] for session in pipelines}
-    last_ms: dict[str, int] = {}
     for t_ms, _, item in items:
         pipeline = pipelines.get(item.session)
         if pipeline is None:  # the first pass saw no such session: the file was rewritten
             msg = f"the readings files changed during the replay (session {item.session} appeared)"
             raise ReplayError(msg)
         buffer = buffers[item.session]
-        last_ms[item.session] = t_ms
         if isinstance(item, DoseMarker):
             sink(pipeline.feed(buffer))
             buffer.clear()
-            sink(pipeline.mark_dose(item.participant, item.given_at))
+            with contextlib.suppress(FutureTimeError):  # counted by the pipeline
+                sink(pipeline.mark_dose(item.participant, item.given_at))
             continue
         if len(buffer) >= _CHUNK and to_ms(buffer[-1].received_at) < t_ms:
             sink(pipeline.feed(buffer))
@@ -460,8 +471,8 @@ def _evaluate(
         buffer.append(item)
     for session, pipeline in pipelines.items():
         sink(pipeline.feed(buffers[session]))
-        if session in last_ms:
-            sink(pipeline.advance_ms(last_ms[session]))
+        if pipeline.time_ms is not None:
+            sink(pipeline.advance_ms(pipeline.time_ms))
 
 
 # -- output ----------------------------------------------------------------------------------

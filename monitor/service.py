@@ -37,10 +37,10 @@ from typing import Any, Literal
 
 from monitor.alerts.compile import STORAGE_BACKLOG, STORAGE_FAILED, compile_rules
 from monitor.alerts.inputs import Consciousness
-from monitor.alerts.pipeline import DetectionPipeline
+from monitor.alerts.pipeline import DetectionPipeline, to_ms
 from monitor.alerts.rules import RuleSet
 from monitor.broker import EmbeddedBroker
-from monitor.clock import Clock, FollowingClock
+from monitor.clock import AcceleratedClock, Clock, FollowingClock
 from monitor.config import MqttConfig, Secrets, SiteConfig
 from monitor.devices.connector import BleBackend, Connector, ConnectorSettings
 from monitor.jsonl import JsonlWriter
@@ -97,6 +97,9 @@ __all__ = ["RunOptions", "Service", "ServiceSummary", "StoreUnavailableError"]
 
 DRAIN_TIMEOUT_S = 10.0
 COUNTERS_LOG_INTERVAL_S = 60.0  # wall time
+MAX_CLOCK_SKEW_S = 5.0
+"""How far ahead of the service clock a reading or command may be stamped (docs/detection.md
+section 1.1): clocks of gateways and dashboards differ a little; more is refused."""
 
 _log = logging.getLogger(__name__)
 
@@ -207,6 +210,9 @@ class Service:
         self._markers: list[DoseMarker] = []  # scheduled dose markers (a simulated session's)
         self._connectors: list[Connector] = []
         self._refusals_logged = LogThrottle(10.0)
+        self._future_logged = LogThrottle(10.0)
+        self._future_reported = 0  # pipelines' refused future inputs already in the log
+        self._held: list[Reading] = []  # stamped a little ahead of the clock: evaluated once due
         self._backlog: HighWater | None = None  # a spool crossing not yet given to detection
         self._store_health: StoreHealth | None = None  # the same for the store refusing writes
 
@@ -377,6 +383,12 @@ class Service:
                 lambda: summary.command_errors + sum(commands.stats.errors.values()),
             ),
             (
+                "monitor_future_rejected_total",
+                f"readings and commands stamped more than {MAX_CLOCK_SKEW_S:g} s ahead of the "
+                "clock, refused by detection",
+                lambda: sum(pipeline.stats.future for pipeline in self._pipelines.values()),
+            ),
+            (
                 "monitor_decode_errors_total",
                 "BLE payloads rejected by the codecs (kept as device events)",
                 lambda: sum(c.stats.malformed for c in self._connectors),
@@ -522,7 +534,7 @@ class Service:
         for session in self.config.sessions:
             rules = compile_rules(self.config, session.id)
             journal = await spool.journal(session.id)
-            pipeline = _restored(rules, session.id, origin, journal)
+            pipeline = _restored(rules, session.id, origin, journal, self._horizon_ms)
             self._pipelines[session.id] = pipeline
             events = _report_backlog(pipeline, origin, backlog)
             await sinks.alarm_events(session.id, events, pipeline.active())
@@ -541,10 +553,10 @@ class Service:
     async def _pass(self, sinks: _Sinks) -> None:
         readings, self._readings = self._readings, []
         device_events, self._device_events = self._device_events, []
-        by_session: dict[str, list[Reading]] = collections.defaultdict(list)
-        for reading in readings:
-            by_session[reading.session].append(reading)
         now = self.clock.now()
+        by_session: dict[str, list[Reading]] = collections.defaultdict(list)
+        for reading in self._due(readings, now):
+            by_session[reading.session].append(reading)
         due = [marker for marker in self._markers if marker.given_at <= now]
         self._markers = self._markers[len(due) :]
         events: dict[str, list[AlarmEvent]] = {}
@@ -566,9 +578,53 @@ class Service:
                     STORAGE_FAILED.id, now, met=health.failed, value=health.held
                 )
         await sinks.store.retry()
+        self._log_future()
         await sinks.persist(readings, device_events)
         for session, found in events.items():
             await sinks.alarm_events(session, found, self._pipelines[session].active())
+
+    def _horizon_ms(self) -> int:
+        """The latest time a reading or command may carry (docs/detection.md section 1.1); the
+        skew is session time, so an accelerated clock widens it as it widens every transit
+        time."""
+        speed = self.clock.speed if isinstance(self.clock, AcceleratedClock | FollowingClock) else 1
+        return to_ms(self.clock.now()) + round(MAX_CLOCK_SKEW_S * max(speed, 1.0) * 1000)
+
+    def _due(self, readings: Sequence[Reading], now: dt.datetime) -> list[Reading]:
+        """The readings to evaluate now: those held from earlier passes that are due, the new
+        ones up to ``now``, and those past the horizon (for the pipeline to count and refuse).
+
+        A reading stamped a little ahead of the clock (a gateway's clock running ahead) waits
+        here until the clock reaches it, so that it cannot make the readings of other streams
+        received meanwhile count as out of order.
+        """
+        horizon = self._horizon_ms()
+        due: list[Reading] = []
+        held: list[Reading] = []
+        for reading in [*self._held, *readings]:
+            ahead = now < reading.received_at and to_ms(reading.received_at) <= horizon
+            (held if ahead else due).append(reading)
+        self._held = held
+        return due
+
+    def _log_future(self) -> None:
+        """One line now and then for inputs refused as stamped in the future: which stream,
+        how many; never one line per input (a gateway with a wrong clock sends many)."""
+        refused = sum(pipeline.stats.future for pipeline in self._pipelines.values())
+        if refused == self._future_reported:
+            return
+        if not self._future_logged.ready(asyncio.get_running_loop().time()):
+            return
+        streams = [p.stats.future_stream for p in self._pipelines.values() if p.stats.future_stream]
+        _log.warning(
+            "refused %d input(s) stamped more than %g s ahead of the clock (%d in all; latest "
+            "reading stream: %s); kept in the store, never evaluated",
+            refused - self._future_reported,
+            MAX_CLOCK_SKEW_S,
+            refused,
+            streams[-1] if streams else "none",
+        )
+        self._future_reported = refused
 
     def _on_backlog(self, change: HighWater) -> None:
         """The spool crossed its high-water mark: the next pass raises or clears the alarm."""
@@ -641,7 +697,11 @@ def _report_backlog(
 
 
 def _restored(
-    rules: RuleSet, session: str, origin: dt.datetime, journal: Sequence[JournalEntry]
+    rules: RuleSet,
+    session: str,
+    origin: dt.datetime,
+    journal: Sequence[JournalEntry],
+    horizon: Callable[[], int],
 ) -> DetectionPipeline:
     """The session's pipeline, its alarms restored from the journal of an earlier run.
 
@@ -649,7 +709,7 @@ def _restored(
     damaged entry) is reported and set aside; numbering still continues after it, so no two
     events of the session ever share a sequence number.
     """
-    pipeline = DetectionPipeline(rules, session=session, origin=origin)
+    pipeline = DetectionPipeline(rules, session=session, origin=origin, horizon=horizon)
     if not journal:
         return pipeline
     try:
@@ -664,7 +724,9 @@ def _restored(
             len(journal),
             last + 1,
         )
-        return DetectionPipeline(rules, session=session, origin=origin, sequence_start=last + 1)
+        return DetectionPipeline(
+            rules, session=session, origin=origin, sequence_start=last + 1, horizon=horizon
+        )
     active = pipeline.active()
     _log.warning(
         "session %s: restored %d active alarm(s) (%d acknowledged) from %d journal events; "

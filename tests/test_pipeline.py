@@ -6,14 +6,24 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.alerts.compile import STORAGE_BACKLOG
-from monitor.alerts.inputs import Detector
+from monitor.alerts.inputs import Consciousness, Detector, SampleBatch
+from monitor.alerts.lifecycle import FutureTimeError
 from monitor.alerts.pipeline import DetectionPipeline, restore_settle_s, to_ms
 from monitor.alerts.reference import ReferenceDetector
+from monitor.alerts.replay_input import (
+    ConsciousnessEvent,
+    DetectorEvent,
+    DoseEvent,
+    SamplesEvent,
+)
 from monitor.alerts.rules import (
     BaselineSpec,
     CompiledRule,
+    ConditionUpdate,
     LimitSpec,
     RuleSet,
     StalenessSpec,
@@ -28,6 +38,8 @@ from monitor.models import (
     Reading,
     ReadingKind,
 )
+from tests.test_engine import ORIGIN as ENGINE_ORIGIN
+from tests.test_engine import event_lists, rule_sets
 
 ORIGIN = dt.datetime(2025, 3, 1, 8, 0, tzinfo=dt.UTC)
 SESSION = "S-1"
@@ -84,15 +96,20 @@ def hr(seconds: float, bpm: float, participant: str = "P-001", **fields: object)
     )
 
 
-def temperature(seconds: float, degrees: float) -> Reading:
+def single(seconds: float, kind: ReadingKind, parameter: Parameter, value: float) -> Reading:
+    """P-001's reading of one value, from the device of its kind."""
     return Reading(
         session=SESSION,
         participant="P-001",
-        device="temp-1",
-        kind=ReadingKind.TEMPERATURE,
-        values={Parameter.TEMPERATURE: degrees},
+        device=f"{kind.value.split('_')[0]}-1",
+        kind=kind,
+        values={parameter: value},
         received_at=at(seconds),
     )
+
+
+def temperature(seconds: float, degrees: float) -> Reading:
+    return single(seconds, ReadingKind.TEMPERATURE, Parameter.TEMPERATURE, degrees)
 
 
 def states(events: Sequence[AlarmEvent]) -> list[tuple[str, AlarmState, float]]:
@@ -293,3 +310,161 @@ def test_a_restored_session_keeps_its_alarms_and_then_follows_fresh_detection() 
 def test_the_restore_settle_time_covers_the_slowest_stream_and_the_longest_delay() -> None:
     assert restore_settle_s(rules(HR_HIGH, HR_STALE)) == 5 + 10
     assert restore_settle_s(rules(TEMP_BASELINE)) == 0
+
+
+# -- time that jumps -------------------------------------------------------------------------------
+
+GAPS_MS = [0, 0, 1, 999, 1000, 30_000, 61_000, 400_000]
+
+
+def _drive(
+    rule_set: RuleSet,
+    events: Sequence[DetectorEvent],
+    gaps: Sequence[int],
+    detector: Callable[[RuleSet, int], Detector] | None,
+) -> list[AlarmEvent]:
+    """The events through a pipeline, with time jumping ahead by ``gaps`` between them."""
+    origin = dt.datetime.fromtimestamp(ENGINE_ORIGIN / 1000, tz=dt.UTC)
+    fed = DetectionPipeline(rule_set, session=SESSION, origin=origin, detector=detector)
+    codes = rule_set.participants
+    shift = 0
+    out: list[AlarmEvent] = []
+    for event, gap in zip(events, gaps, strict=True):
+        shift += gap
+        if isinstance(event, SamplesEvent):
+            batch = event.batch
+            moved = SampleBatch(
+                batch.t_ms + shift, batch.participant, batch.parameter, batch.value, batch.flagged
+            )
+            out += fed.feed_samples(moved)
+            continue
+        moment = origin + dt.timedelta(milliseconds=event.t_ms + shift - ENGINE_ORIGIN)
+        if isinstance(event, DoseEvent):
+            out += fed.mark_dose(codes[event.participant], moment)
+        elif isinstance(event, ConsciousnessEvent):
+            out += fed.set_consciousness(codes[event.participant], moment, event.level)
+        else:
+            out += fed.advance(moment)
+            if gap % 2:  # now and then staff pause a participant, which must expire on time
+                out += fed.pause(codes[0], "nurse-07", 60, moment)
+    return out + fed.advance_ms(ENGINE_ORIGIN + shift + 900_000)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_skipping_quiet_ticks_gives_the_events_of_ticking_every_period(
+    data: st.DataObject,
+) -> None:
+    """The reference ticks at every grid time; the engine lets the pipeline skip quiet ones."""
+    rule_set = data.draw(rule_sets())
+    events = data.draw(event_lists(len(rule_set.participants)))
+    gaps = data.draw(st.lists(st.sampled_from(GAPS_MS), min_size=len(events), max_size=len(events)))
+    engine = _drive(rule_set, events, gaps, None)
+    assert engine == _drive(rule_set, events, gaps, reference)
+
+
+@pytest.mark.timeout(20)  # ticking every second, a year took minutes
+def test_a_year_of_silence_costs_the_ticks_that_change_something() -> None:
+    """Low priority, so no escalation steps: those are events, one per step, like any other."""
+    stale = CompiledRule(
+        id="hr-stale",
+        spec=StalenessSpec(Parameter.HEART_RATE, stale_after_s=60),
+        priority=AlarmPriority.LOW,
+        category=AlarmCategory.TECHNICAL,
+    )
+    fed = pipeline(stale)
+    fed.feed([hr(1, 70.0)])
+    calls = 0
+    tick = fed.detector.tick
+
+    def counted(t_ms: int) -> list[ConditionUpdate]:
+        nonlocal calls
+        calls += 1
+        return tick(t_ms)
+
+    fed.detector.tick = counted  # type: ignore[method-assign]
+    events = fed.advance(at(366 * 86_400))
+    assert fed.stats.ticks == 366 * 86_400
+    assert calls <= 3  # the first tick, the one that finds P-001 stale, the last
+    assert [(e.participant, e.state, e.occurred_at) for e in events] == [
+        ("P-002", AlarmState.ACTIVE, at(60)),  # no reading: stale from the origin
+        ("P-001", AlarmState.ACTIVE, at(61)),
+    ]
+
+
+# -- future timestamps -----------------------------------------------------------------------------
+
+SPO2_LOW = CompiledRule(
+    id="spo2-low",
+    spec=LimitSpec(Parameter.SPO2, high=False, threshold=88.0, inclusive=True),
+    priority=AlarmPriority.HIGH,
+)
+
+
+def spo2(seconds: float, percent: float) -> Reading:
+    return single(seconds, ReadingKind.SPO2, Parameter.SPO2, percent)
+
+
+class Wall:
+    """The service's clock as the pipeline sees it: a horizon of now plus 5 s of skew."""
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def horizon(self) -> int:
+        return to_ms(at(self.now_s + 5))
+
+
+def test_a_reading_stamped_an_hour_ahead_is_refused_and_later_readings_still_alarm() -> None:
+    wall = Wall()
+    fed = DetectionPipeline(
+        rules(SPO2_LOW, HR_STALE), session=SESSION, origin=ORIGIN, horizon=wall.horizon
+    )
+    wall.now_s = 2
+    events = fed.feed([hr(1, 70.0), hr(2, 70.0, participant="P-002"), spo2(3600, 97.0)])
+    events += fed.advance(at(2))
+    assert events == []  # no staleness flood: session time did not follow the reading
+    assert fed.stats.future == 1
+    assert fed.stats.future_stream == "P-001 spo2 from device spo2-1"
+    wall.now_s = 4
+    raised = fed.feed([spo2(3, 85.0), hr(3, 70.0), hr(3, 70.0, participant="P-002")])
+    assert states(raised) == [("spo2-low", AlarmState.ACTIVE, 3.0)]
+    assert fed.stats.out_of_order == 0
+
+
+@pytest.mark.timeout(10)  # following it, the year 9999 took gigabytes and never came back
+def test_the_year_9999_is_refused_at_once_by_every_input() -> None:
+    fed = pipeline(HR_HIGH, HR_STALE)  # no clock: the horizon is the 24 h a session may last
+    far = dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC)
+    late = hr(0, 70.0).model_copy(update={"received_at": far})
+    assert fed.feed([late]) == []
+    samples = SampleBatch.from_rows(
+        [(to_ms(at(1)), 0, 0, 70.0, False), (to_ms(far), 0, 0, 71.0, False)]
+    )
+    assert fed.feed_samples(samples) == []
+    with pytest.raises(FutureTimeError, match="dose marker stamped 9999-12-31"):
+        fed.mark_dose("P-001", far)
+    with pytest.raises(FutureTimeError, match="consciousness entry"):
+        fed.set_consciousness("P-001", far, Consciousness.PAIN)
+    assert fed.stats.future == 4
+    assert fed.stats.samples == 1
+    assert fed.time_ms == to_ms(at(1))
+    assert fed.feed([hr(86_400, 70.0)]) != []  # the last second of the session still counts
+    assert fed.feed([hr(86_400.001, 70.0)]) == []
+    assert fed.stats.future == 5
+
+
+def test_a_dose_marker_two_hours_ahead_is_refused_without_moving_time() -> None:
+    wall = Wall()
+    fed = DetectionPipeline(
+        rules(HR_HIGH, HR_STALE), session=SESSION, origin=ORIGIN, horizon=wall.horizon
+    )
+    wall.now_s = 3
+    fed.feed([hr(1, 70.0), hr(1, 70.0, participant="P-002")])
+    with pytest.raises(FutureTimeError, match="past the latest time session S-1 accepts now"):
+        fed.mark_dose("P-001", at(7200))
+    assert fed.time_ms == to_ms(at(1))
+    assert fed.advance(at(3)) == []
+    assert fed.mark_dose("P-001", at(5)) == []  # within the skew: taken at its time
+    assert fed.time_ms == to_ms(at(5))
+    assert fed.stats.future == 1

@@ -44,6 +44,7 @@ SUMMARY_KEYS = {
     "unordered_files",
     "late_samples",
     "out_of_order",
+    "future",
     "alarm_events",
     "alarms",
     "alarm_events_by_rule",
@@ -288,6 +289,25 @@ def test_bad_lines_are_reported_with_their_line_numbers_and_skipped(tmp_path: Pa
     assert summary["bad_lines"] == 5
     assert summary["readings"] == 3
     assert summary["readings_per_session"] == {SESSION: 3}
+
+
+@pytest.mark.timeout(30)  # the whole replay ran past two minutes following the 2030 line
+def test_a_line_dated_years_ahead_is_refused_and_costs_nothing(tmp_path: Path) -> None:
+    """Replay has no wall clock: a session lasts at most 24 h from its origin, and input
+    later than that is counted and refused, never followed (docs/detection.md section 1)."""
+    course = session_readings(400, temperature=40.0)  # hot from 300 s: alarms that escalate
+    stray = course[-1].model_copy(update={"received_at": dt.datetime(2030, 1, 1, tzinfo=dt.UTC)})
+    path = tmp_path / "readings.jsonl"
+    write_jsonl(path, [*course, stray])
+    out = tmp_path / "out"
+    result = monitor("replay", str(path), "--json", "--out", str(out), timeout=25)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["future"] == 1
+    assert summary["readings"] == len(course) + 1
+    expected = in_process(course)
+    assert expected, "the course must raise alarms for the comparison to mean something"
+    assert alarms_in(out) == expected  # as if the stray line were not there
 
 
 @pytest.mark.timeout(60)

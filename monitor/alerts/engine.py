@@ -1128,6 +1128,35 @@ class Engine:
             self._news2_tick(news2, self._news2_code, t_ms, changes)
         return changes.updates()
 
+    def next_due_ms(self, t_ms: int) -> int | None:
+        """After a tick at ``t_ms`` and no input since, the earliest time a tick may report.
+
+        Without input a time rule changes only when a stream's evidence reaches its staleness
+        limit, a value ages out of a combined or NEWS2 rule, or a combined rule's delay runs
+        out; every other tick is quiet, so the pipeline skips it and a long gap costs what it
+        changes, not one tick per period. Earlier than the truth costs a tick, never an update.
+        """
+        due = LATEST
+        last = self._evidence_t.reshape(self._participants, K)
+        if self._staleness is not None:
+            stale = self._staleness
+            since = last.take(stale.columns, axis=1)
+            since = np.where(since == NEVER, self.origin_ms, since)
+            waiting = stale.active & ~stale.met
+            if waiting.any():
+                due = min(due, int((since + stale.stale_ms)[waiting].min()))
+        ages = [(tick_slot, tick_slot.max_age_ms) for tick_slot, _ in self._combined]
+        ages += [(news2.tick, news2.tick.max_age_ms) for news2 in self._news2]
+        for tick_slot, max_age_ms in ages:
+            pending = tick_slot.status == PENDING
+            if pending.any():
+                due = min(due, int((tick_slot.since + tick_slot.delay)[pending].min()))
+            expiry = last + max_age_ms[:, None] + 1  # the first time a value is too old
+            later = expiry[expiry > t_ms]
+            if len(later):
+                due = min(due, int(later.min()))
+        return None if due == LATEST else due
+
     # -- sections 1-3: one round ----------------------------------------------------------------
 
     def _round(

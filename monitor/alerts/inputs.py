@@ -93,3 +93,8 @@ class Detector(Protocol):
     def tick(self, t_ms: int) -> list[ConditionUpdate]:
         """Evaluate the time rules (staleness, combined, NEWS2) at ``t_ms``."""
         ...
+
+    def next_due_ms(self, t_ms: int) -> int | None:
+        """After a tick at ``t_ms`` with no input since: the earliest time a later tick may
+        report an update (None: never without input). Answering early costs only a tick."""
+        ...

@@ -47,6 +47,7 @@ __all__ = [
     "AlarmLifecycle",
     "AlarmPendingError",
     "AlarmResolvedError",
+    "FutureTimeError",
     "LifecycleError",
     "PauseError",
     "StaffRequiredError",
@@ -104,6 +105,11 @@ class UnknownParticipantError(LifecycleError):
 
 class PauseError(LifecycleError):
     """A pause outside its bounds, or a resume without a pause."""
+
+
+class FutureTimeError(LifecycleError):
+    """An input stamped later than its session accepts yet: it would move session time ahead
+    and run every timer and staleness limit on the way (docs/detection.md section 1)."""
 
 
 def _at(t_ms: int) -> dt.datetime:
@@ -256,6 +262,16 @@ class AlarmLifecycle:
             while alarm.due_ms is not None and alarm.due_ms <= t:
                 events.append(self._escalate(alarm, t))
         return events
+
+    def next_due_ms(self) -> int | None:
+        """When :meth:`tick` next has work (a pause ending or an escalation step), if ever."""
+        due = [
+            moment
+            for alarm in self._alarms.values()
+            for moment in (alarm.pause_until_ms, alarm.due_ms)
+            if moment is not None
+        ]
+        return min(due, default=None)
 
     def acknowledge(
         self, alarm_id: uuid.UUID | str, staff: str | None, t_ms: int

@@ -16,7 +16,7 @@ import numpy as np
 
 from monitor.alerts.engine import Engine
 from monitor.alerts.inputs import Consciousness, Detector, SampleBatch
-from monitor.alerts.lifecycle import AlarmLifecycle
+from monitor.alerts.lifecycle import AlarmLifecycle, FutureTimeError
 from monitor.alerts.rules import (
     DETECTION_PARAMETERS,
     ConditionStatus,
@@ -26,12 +26,17 @@ from monitor.alerts.rules import (
 )
 from monitor.models import EVIDENCE_KINDS, AlarmEvent, Reading
 
-__all__ = ["DetectionPipeline", "PipelineStats", "restore_settle_s", "to_ms"]
+__all__ = ["MAX_SESSION_S", "DetectionPipeline", "PipelineStats", "restore_settle_s", "to_ms"]
+
+MAX_SESSION_S = 24 * 3600
+"""Sessions last at most this long (docs/detection.md section 1): without a clock to compare
+with, input later than this after the origin belongs to no session and is refused."""
 
 _PARAMETER_INDEX = {parameter: index for index, parameter in enumerate(DETECTION_PARAMETERS)}
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MS = dt.timedelta(milliseconds=1)
+_NEVER_MS = 2**62  # later than any tick: nothing due
 
 _Row = tuple[int, int, int, float, bool]
 
@@ -47,7 +52,9 @@ class PipelineStats:
 
     ``out_of_order`` counts readings received earlier than input the detector had already seen:
     detection needs global time order (docs/detection.md section 1), so they are counted and left
-    out rather than given a time they did not have.
+    out rather than given a time they did not have. ``future`` counts inputs (readings, samples,
+    markers, entries) stamped past the pipeline's horizon, refused for the same reason the other
+    way round; ``future_stream`` names the stream of the latest such reading, for the log.
     """
 
     readings: int = 0
@@ -57,6 +64,8 @@ class PipelineStats:
     alarm_events: int = 0
     participants: set[str] = field(default_factory=set)
     out_of_order: int = 0
+    future: int = 0
+    future_stream: str = ""
 
 
 def restore_settle_s(rules: RuleSet) -> int:
@@ -72,6 +81,10 @@ class DetectionPipeline:
     Ticks run at every multiple of ``tick_ms`` of data time after the origin; a tick at ``t``
     follows every reading received at or before ``t`` (docs/detection.md section 1), so it runs
     only once a later reading arrives or :meth:`advance` reaches ``t``.
+
+    ``horizon`` gives the latest time input may carry, in epoch ms: the service's clock plus the
+    allowed skew; without it, :data:`MAX_SESSION_S` after the origin (replay, tools). Later input
+    would drag session time along with it, so it is counted and refused, never evaluated.
     """
 
     def __init__(
@@ -83,6 +96,7 @@ class DetectionPipeline:
         tick_s: float = 1.0,
         detector: Callable[[RuleSet, int], Detector] | None = None,
         sequence_start: int = 1,
+        horizon: Callable[[], int] | None = None,
     ) -> None:
         tick_ms = round(tick_s * 1000)
         if tick_ms < 1:
@@ -91,6 +105,8 @@ class DetectionPipeline:
         self.rules = rules
         self.session = session
         self.origin_ms = to_ms(origin)
+        session_end_ms = self.origin_ms + MAX_SESSION_S * 1000
+        self._horizon = horizon or (lambda: session_end_ms)
         self.tick_ms = tick_ms
         make = detector or (lambda r, o: Engine(r, origin_ms=o))
         self.detector = make(rules, self.origin_ms)
@@ -114,6 +130,7 @@ class DetectionPipeline:
         """
         events: list[AlarmEvent] = []
         rows: list[_Row] = []
+        horizon_ms = self._horizon()
         for reading in readings:
             self.stats.readings += 1
             participant = self._participant_index.get(reading.participant)
@@ -122,6 +139,12 @@ class DetectionPipeline:
                 continue
             self.stats.participants.add(reading.participant)
             t_ms = to_ms(reading.received_at)
+            if t_ms > horizon_ms:
+                self.stats.future += 1
+                self.stats.future_stream = (
+                    f"{reading.participant} {reading.kind} from device {reading.device}"
+                )
+                continue
             if self._last_ms is not None and t_ms < self._last_ms:
                 self.stats.out_of_order += 1
                 continue
@@ -151,16 +174,18 @@ class DetectionPipeline:
         this pipeline's rule set.
         """
         t_ms = batch.t_ms
-        start, stop = 0, len(batch)
+        start = 0
+        stop = int(np.searchsorted(t_ms, self._horizon(), side="right"))
+        self.stats.future += len(batch) - stop
         if self._last_ms is not None and stop and int(t_ms[0]) < self._last_ms:
-            start = int(np.searchsorted(t_ms, self._last_ms, side="left"))
+            start = min(stop, int(np.searchsorted(t_ms, self._last_ms, side="left")))
             self.stats.out_of_order += start
         events: list[AlarmEvent] = []
         while start < stop:
             first_ms = int(t_ms[start])
             if first_ms > self._next_tick_ms:
                 events += self.advance_ms(first_ms - 1)
-            end = int(np.searchsorted(t_ms, self._next_tick_ms, side="right"))
+            end = min(stop, int(np.searchsorted(t_ms, self._next_tick_ms, side="right")))
             part = slice(start, end)
             self.stats.samples += end - start
             chunk = SampleBatch(
@@ -175,18 +200,28 @@ class DetectionPipeline:
             start = end
         return events
 
+    @property
+    def time_ms(self) -> int | None:
+        """The latest time detection has been given (None before any input or tick)."""
+        return self._last_ms
+
     def advance(self, moment: dt.datetime) -> list[AlarmEvent]:
         """Run every tick up to and including ``moment`` (time passes with no readings too)."""
         return self.advance_ms(to_ms(moment))
 
     def advance_ms(self, t_ms: int) -> list[AlarmEvent]:
-        """Ticks at each grid time ``<= t_ms``."""
+        """Ticks at each grid time ``<= t_ms``, in a time that grows with what they change.
+
+        A tick that neither detection nor the lifecycle has anything due for is quiet (it
+        would report nothing and change nothing), so it is skipped: after each tick the next
+        one run is the first grid time at or after the earliest due time, but never past the
+        first grid time after ``t_ms``, which must run whatever comes in before it. Jumping a
+        year costs the ticks that report something, not one per period.
+        """
         events: list[AlarmEvent] = []
+        passed = self._next_tick_ms
         while self._next_tick_ms <= t_ms:
             tick = self._next_tick_ms
-            self._next_tick_ms += self.tick_ms
-            self._last_ms = tick if self._last_ms is None else max(self._last_ms, tick)
-            self.stats.ticks += 1
             events += self._apply(self.detector.tick(tick))
             events += self._emit(self.lifecycle.tick(tick))
             if self._reconcile_at_ms is not None and tick >= self._reconcile_at_ms:
@@ -194,7 +229,31 @@ class DetectionPipeline:
                 current = sorted(self._conditions.values(), key=lambda u: (u.participant, u.rule))
                 self._conditions.clear()
                 events += self._emit(self.lifecycle.reconcile(tick, current))
+            self._next_tick_ms = tick + self.tick_ms
+            if self._next_tick_ms <= t_ms:  # more ticks to run: skip those with nothing due
+                after_target = (t_ms // self.tick_ms + 1) * self.tick_ms
+                skip_to = min(self._due_tick(tick), after_target)
+                self._next_tick_ms = max(self._next_tick_ms, skip_to)
+        if self._next_tick_ms > passed:
+            last_tick = self._next_tick_ms - self.tick_ms
+            self.stats.ticks += (self._next_tick_ms - passed) // self.tick_ms
+            self._last_ms = last_tick if self._last_ms is None else max(self._last_ms, last_tick)
         return events
+
+    def _due_tick(self, tick: int) -> int:
+        """The first grid time at or after anything due once ``tick`` has run (or far away)."""
+        due = [
+            moment
+            for moment in (
+                self.detector.next_due_ms(tick),
+                self.lifecycle.next_due_ms(),
+                self._reconcile_at_ms,
+            )
+            if moment is not None
+        ]
+        if not due:
+            return _NEVER_MS
+        return -(-min(due) // self.tick_ms) * self.tick_ms
 
     def mark_dose(self, participant: str, moment: dt.datetime) -> list[AlarmEvent]:
         """A dose (or booster) marker; fixes the participant's pre-dose baselines.
@@ -203,7 +262,7 @@ class DetectionPipeline:
         lifecycle does with late commands: detection cannot go back.
         """
         index = self._index(participant)
-        t_ms = self._not_before_last(to_ms(moment))
+        t_ms = self._not_before_last(self._within_horizon(moment, "dose marker"))
         events = self.advance_ms(t_ms - 1)
         self.detector.mark_dose(index, t_ms)
         self._last_ms = t_ms
@@ -214,7 +273,7 @@ class DetectionPipeline:
     ) -> list[AlarmEvent]:
         """Staff-entered ACVPU for NEWS2 (a late entry is taken at the latest time seen)."""
         index = self._index(participant)
-        t_ms = self._not_before_last(to_ms(moment))
+        t_ms = self._not_before_last(self._within_horizon(moment, "consciousness entry"))
         events = self.advance_ms(t_ms - 1)
         self.detector.set_consciousness(index, t_ms, level)
         self._last_ms = t_ms
@@ -235,7 +294,7 @@ class DetectionPipeline:
         if slot is None or not any(rule is not None and rule.reported for rule in column):
             msg = f"session {self.session} has no reported rule {rule_id!r}"
             raise KeyError(msg)
-        t_ms = self._not_before_last(to_ms(moment))
+        t_ms = self._not_before_last(self._within_horizon(moment, "report"))
         events = self.advance_ms(t_ms - 1)
         status = ConditionStatus.MET if met else ConditionStatus.CLEAR
         updates = [
@@ -290,6 +349,20 @@ class DetectionPipeline:
         except KeyError:
             msg = f"participant {participant} is not in session {self.session}"
             raise KeyError(msg) from None
+
+    def _within_horizon(self, moment: dt.datetime, what: str) -> int:
+        """``moment`` in ms, or :class:`FutureTimeError` (counted) if it is past the horizon."""
+        t_ms = to_ms(moment)
+        horizon_ms = self._horizon()
+        if t_ms > horizon_ms:
+            self.stats.future += 1
+            msg = (
+                f"{what} stamped {moment.isoformat()} is past the latest time session "
+                f"{self.session} accepts now ({_EPOCH + horizon_ms * _MS:%Y-%m-%dT%H:%M:%S}Z): "
+                "refused, as it would move session time ahead"
+            )
+            raise FutureTimeError(msg)
+        return t_ms
 
     def _not_before_last(self, t_ms: int) -> int:
         return t_ms if self._last_ms is None else max(t_ms, self._last_ms)

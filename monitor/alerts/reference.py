@@ -330,6 +330,10 @@ class ReferenceDetector:
                     updates.append(update)
         return _ordered(updates)
 
+    def next_due_ms(self, t_ms: int) -> int:
+        """Every tick: the reference is the yardstick that the engine's skipping is checked by."""
+        return t_ms + 1
+
     # -- input checks ----------------------------------------------------------------------------
 
     def _advance_time(self, t_ms: int) -> None:
