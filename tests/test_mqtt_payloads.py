@@ -63,6 +63,7 @@ TOPICS_ = Topics(root="vitals", site="SITE-1")
 SESSION = "S-1"
 T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
 ALARM_ID = uuid.UUID("5a0c35c4-2f7e-5d43-9a55-0d6a7c1f3b21")
+ACCOUNT = "dashboard"
 
 
 def command(which: str = "acknowledge", **changes: Any) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def command(which: str = "acknowledge", **changes: Any) -> dict[str, Any]:
 
 def parse(body: object, kind: str = "acknowledge", *, topic: str | None = None) -> object:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return parse_command(topic or TOPICS_.command(SESSION, kind), raw)
+    return parse_command(topic or TOPICS_.command(SESSION, kind, ACCOUNT), raw)
 
 
 def error_of(result: object) -> CommandError:
@@ -110,7 +111,9 @@ def error_of(result: object) -> CommandError:
 
 def test_topics_hold_codes_only() -> None:
     assert TOPICS_.readings(SESSION, "P-001") == "vitals/SITE-1/readings/S-1/P-001"
-    assert TOPICS_.command(SESSION, "pause") == "vitals/SITE-1/commands/S-1/pause"
+    assert TOPICS_.command(SESSION, "pause", "dash-1") == "vitals/SITE-1/commands/S-1/pause/dash-1"
+    with pytest.raises(ValueError, match="account"):
+        TOPICS_.command(SESSION, "pause", "+")
     assert TOPICS_.replies(None) == "vitals/SITE-1/replies/_invalid"
     with pytest.raises(ValueError, match="pseudonymous"):
         TOPICS_.alarms(SESSION, "Jane Doe")
@@ -127,7 +130,7 @@ def test_every_topic_matches_its_filter() -> None:
         (TOPICS_.alarms(SESSION, "P-1"), TOPICS_.alarms_filter),
         (TOPICS_.active_alarms(SESSION), TOPICS_.active_alarms_filter),
         (TOPICS_.escalations(SESSION, "P-1"), TOPICS_.escalations_filter),
-        (TOPICS_.command(SESSION, "dose"), TOPICS_.commands_filter),
+        (TOPICS_.command(SESSION, "dose", ACCOUNT), TOPICS_.commands_filter),
         (TOPICS_.replies(SESSION), TOPICS_.replies_filter),
         (TOPICS_.status("detector"), TOPICS_.status_filter),
     ]
@@ -136,6 +139,7 @@ def test_every_topic_matches_its_filter() -> None:
         assert topic_matches(topic, "vitals/#")
     assert not topic_matches(TOPICS_.alarms(SESSION, "P-1"), TOPICS_.commands_filter)
     assert not topic_matches("vitals/SITE-1/commands/S-1", TOPICS_.commands_filter)
+    assert not topic_matches("vitals/SITE-1/commands/S-1/pause", TOPICS_.commands_filter)
     assert not topic_matches("$SYS/broker/uptime", "#")
 
 
@@ -245,19 +249,43 @@ def test_the_topic_is_checked_first() -> None:
     assert error_of(parse(command(), topic="vitals/SITE-1/alarms/S-1/P-1")).code is (
         ErrorCode.INVALID_TOPIC
     )
-    bad_session = error_of(parse(command(), topic="vitals/SITE-1/commands/_x/acknowledge"))
+    bad_session = error_of(parse(command(), topic="vitals/SITE-1/commands/_x/acknowledge/d"))
     assert bad_session.code is ErrorCode.INVALID_TOPIC
     assert bad_session.session is None
     assert bad_session.reply().session is None
-    unknown = error_of(parse(command(), topic="vitals/SITE-1/commands/S-1/reboot"))
+    unknown = error_of(parse(command(), topic="vitals/SITE-1/commands/S-1/reboot/d"))
     assert unknown.code is ErrorCode.UNKNOWN_KIND
+    no_account = error_of(parse(command(), topic="vitals/SITE-1/commands/S-1/acknowledge"))
+    assert no_account.code is ErrorCode.INVALID_TOPIC
+    bad_account = error_of(parse(command(), topic="vitals/SITE-1/commands/S-1/acknowledge/_d"))
+    assert (bad_account.code, bad_account.session) == (ErrorCode.INVALID_TOPIC, SESSION)
+    assert "account" in bad_account.message
 
 
 def test_a_retained_command_is_refused() -> None:
     raw = json.dumps(command()).encode()
-    error = error_of(parse_command(TOPICS_.command(SESSION, "acknowledge"), raw, retained=True))
+    topic = TOPICS_.command(SESSION, "acknowledge", ACCOUNT)
+    error = error_of(parse_command(topic, raw, retained=True))
     assert error.code is ErrorCode.RETAINED
     assert error.command_id == "cmd-1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "command_id"),
+    [
+        # the reproduction of issue 9: the last "staff" won
+        (b'{"staff": "RN-07", "staff": "MD-CHIEF-01"}', "cmd-1"),
+        (b'{"command_id": "cmd-1", "command_id": "cmd-2"}', None),  # no id a sender could match
+        (b'{"alarm_id": {"x": 1, "x": 2}}', "cmd-1"),  # nested objects too
+    ],
+)
+def test_a_key_given_twice_is_refused(raw: bytes, command_id: str | None) -> None:
+    body = json.dumps(command()).encode()
+    payload = body[:-1] + b", " + raw[1:]  # the valid command's keys, then the repeated ones
+    error = error_of(parse(payload))
+    assert error.code is ErrorCode.DUPLICATE_KEY
+    assert error.command_id == command_id
+    assert "MD-CHIEF" not in error.message
 
 
 def test_errors_echo_what_could_be_read_but_never_payload_values() -> None:
@@ -274,7 +302,7 @@ def test_errors_echo_what_could_be_read_but_never_payload_values() -> None:
 
 def test_parse_command_never_raises_on_random_bytes() -> None:
     rng = random.Random(5)
-    topic = TOPICS_.command(SESSION, "pause")
+    topic = TOPICS_.command(SESSION, "pause", ACCOUNT)
     for _ in range(2000):
         payload = bytes(rng.randrange(256) for _ in range(rng.randrange(64)))
         assert isinstance(parse_command(topic, payload), CommandError)

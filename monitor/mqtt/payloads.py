@@ -69,6 +69,7 @@ __all__ = [
     "ConsciousnessCommand",
     "DeviceStatus",
     "DoseCommand",
+    "DuplicateKeyError",
     "ErrorCode",
     "EscalationMessage",
     "EscalationReason",
@@ -79,6 +80,7 @@ __all__ = [
     "StatusReason",
     "VitalsBatch",
     "describe_validation_error",
+    "load_json",
     "parse_command",
     "reply_for_error",
     "reply_ok",
@@ -307,9 +309,13 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"
     INVALID_TOPIC = "invalid_topic"
     INVALID_JSON = "invalid_json"
+    DUPLICATE_KEY = "duplicate_key"
     INVALID_COMMAND = "invalid_command"
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     MISSING_STAFF = "missing_staff"
+    UNKNOWN_STAFF = "unknown_staff"
+    NOT_AUTHORIZED = "not_authorized"
+    COMMAND_ID_REUSED = "command_id_reused"
     UNKNOWN_KIND = "unknown_kind"
     TOPIC_MISMATCH = "topic_mismatch"
     RETAINED = "retained"
@@ -324,13 +330,20 @@ class ErrorCode(enum.StrEnum):
 
 ERROR_DESCRIPTIONS: Mapping[ErrorCode, str] = {
     ErrorCode.TOO_LARGE: f"the payload is over {MAX_COMMAND_BYTES} bytes; it was not parsed",
-    ErrorCode.INVALID_TOPIC: "the topic is not `.../commands/<session>/<kind>` with a valid "
-    "session identifier",
+    ErrorCode.INVALID_TOPIC: "the topic is not `.../commands/<session>/<kind>/<account>` with a "
+    "valid session identifier and account name",
     ErrorCode.INVALID_JSON: "the payload is not UTF-8 JSON",
+    ErrorCode.DUPLICATE_KEY: "an object in the payload has the same key twice; such JSON means "
+    "different things to different readers, so it is refused, never read as the last value",
     ErrorCode.INVALID_COMMAND: "the JSON does not match the command's schema (the reason names "
     "each field)",
     ErrorCode.UNSUPPORTED_SCHEMA_VERSION: f"`schema_version` is missing or not {SCHEMA_VERSION}",
     ErrorCode.MISSING_STAFF: "`staff` is missing, empty or not a staff code",
+    ErrorCode.UNKNOWN_STAFF: "`staff` is not in the site's staff list",
+    ErrorCode.NOT_AUTHORIZED: "the sending account may not act as this staff member, or the "
+    "member's roles do not allow this kind of command",
+    ErrorCode.COMMAND_ID_REUSED: "the `command_id` was used before for a different command "
+    "(another kind, staff or field); the same command again gets its first reply",
     ErrorCode.UNKNOWN_KIND: f"the kind (topic level or `kind` field) is not one of "
     f"{', '.join(COMMAND_KINDS)}",
     ErrorCode.TOPIC_MISMATCH: "the payload's `kind` or `session` differs from the topic's",
@@ -396,6 +409,28 @@ class CommandError:
 _COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object with a key twice: ``json`` would silently keep the last value."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        msg = "an object has the same key twice"
+        raise DuplicateKeyError(msg)
+    return data
+
+
+def load_json(payload: bytes) -> Any:
+    """Any MQTT payload's JSON; :class:`DuplicateKeyError` for a key given twice.
+
+    A sender could otherwise put ``"staff"`` twice and have a log or dashboard that keeps the
+    first value show someone other than the one the service acted for. Other invalid JSON raises
+    ``ValueError`` (``RecursionError`` for absurd nesting), as :func:`json.loads` does.
+    """
+    return json.loads(payload, object_pairs_hook=_unique_keys)
+
+
 def _clip(text: str) -> str:
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
@@ -439,14 +474,23 @@ def _parse(topic: str, payload: bytes, *, retained: bool) -> Command | CommandEr
     target = command_target(topic)
     if target is None:
         return CommandError(
-            ErrorCode.INVALID_TOPIC, "not a command topic (…/commands/<session>/<kind>)", topic
+            ErrorCode.INVALID_TOPIC,
+            "not a command topic (…/commands/<session>/<kind>/<account>)",
+            topic,
         )
-    session = _valid(_IDENTIFIER, target[0])
+    session = _valid(_IDENTIFIER, target.session)
     if session is None:
         return CommandError(
             ErrorCode.INVALID_TOPIC, "the topic's session level is not an identifier", topic
         )
-    if target[1] not in COMMAND_KINDS:
+    if _valid(_IDENTIFIER, target.account) is None:
+        return CommandError(
+            ErrorCode.INVALID_TOPIC,
+            "the topic's account level is not a broker account name",
+            topic,
+            session=session,
+        )
+    if target.kind not in COMMAND_KINDS:
         known = ", ".join(COMMAND_KINDS)
         return CommandError(
             ErrorCode.UNKNOWN_KIND,
@@ -454,7 +498,7 @@ def _parse(topic: str, payload: bytes, *, retained: bool) -> Command | CommandEr
             topic,
             session=session,
         )
-    kind = CommandKind(target[1])
+    kind = CommandKind(target.kind)
 
     def error(code: ErrorCode, message: str, command_id: str | None = None) -> CommandError:
         return CommandError(code, message, topic, command_id=command_id, session=session, kind=kind)
@@ -465,7 +509,13 @@ def _parse(topic: str, payload: bytes, *, retained: bool) -> Command | CommandEr
             f"the payload has {len(payload)} bytes; a command has at most {MAX_COMMAND_BYTES}",
         )
     try:
-        data: Any = json.loads(payload)
+        data: Any = load_json(payload)
+    except DuplicateKeyError as err:
+        return error(
+            ErrorCode.DUPLICATE_KEY,
+            f"{err}; each field may be given once",
+            _unambiguous_command_id(payload),
+        )
     except (ValueError, RecursionError):
         return error(ErrorCode.INVALID_JSON, "the payload is not valid UTF-8 JSON")
     if not isinstance(data, dict):
@@ -524,6 +574,20 @@ def _parse(topic: str, payload: bytes, *, retained: bool) -> Command | CommandEr
             command_id,
         )
     return command
+
+
+def _unambiguous_command_id(payload: bytes) -> str | None:
+    """The ``command_id`` of a payload with a duplicate key, for the reply, unless it is the
+    ``command_id`` that is given twice (then no sender could match the reply to it)."""
+    objects: list[list[tuple[str, Any]]] = []
+
+    def keep(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        objects.append(pairs)
+        return dict(pairs)
+
+    json.loads(payload, object_pairs_hook=keep)  # the outermost object is decoded last
+    ids = [value for key, value in objects[-1] if key == "command_id"]
+    return _valid(_COMMAND_ID, ids[0]) if len(ids) == 1 else None
 
 
 def _json_type(value: object) -> str:
