@@ -23,6 +23,7 @@ from monitor.alerts.lifecycle import (
     UnknownAlarmError,
     UnknownParticipantError,
 )
+from monitor.config import StaffMember, StaffRole
 from monitor.models import (
     AlarmCategory,
     AlarmEvent,
@@ -56,6 +57,7 @@ from monitor.mqtt.payloads import (
     reply_for_error,
     reply_ok,
 )
+from monitor.mqtt.staff import StaffDirectory
 from monitor.mqtt.topics import Topics, topic_matches
 from monitor.mqtt.tracking import BatchNumbering, EscalationTracker, SequenceTracker
 
@@ -286,6 +288,35 @@ def test_a_key_given_twice_is_refused(raw: bytes, command_id: str | None) -> Non
     assert error.code is ErrorCode.DUPLICATE_KEY
     assert error.command_id == command_id
     assert "MD-CHIEF" not in error.message
+
+
+def test_a_relay_acts_as_any_listed_staff_member_within_the_members_roles() -> None:
+    directory = StaffDirectory.of(
+        [
+            StaffMember(id="RN-07", roles=(StaffRole.ROOM_STAFF,), accounts=("dash-a",)),
+            StaffMember(id="MD-01", roles=(StaffRole.MEDICAL_MONITOR,)),
+        ],
+        relays=["console"],
+    )
+
+    def outcome(account: str, staff: str, kind: str = "acknowledge") -> ErrorCode | None:
+        topic = TOPICS_.command(SESSION, kind, account)
+        parsed = parse_command(topic, json.dumps(command(kind, staff=staff)).encode())
+        assert not isinstance(parsed, CommandError), parsed
+        refused = directory.check(topic, parsed)
+        return None if refused is None else refused.code
+
+    assert outcome("console", "RN-07", "dose") is None
+    assert outcome("console", "MD-01") is None
+    assert outcome("console", "MD-01", "consciousness") is ErrorCode.NOT_AUTHORIZED
+    assert outcome("console", "NOBODY") is ErrorCode.UNKNOWN_STAFF
+    assert outcome("dash-a", "RN-07", "consciousness") is None
+    assert outcome("dash-a", "MD-01") is ErrorCode.NOT_AUTHORIZED
+    assert outcome("dash-b", "RN-07") is ErrorCode.NOT_AUTHORIZED
+    parsed = parse(command())
+    assert isinstance(parsed, AcknowledgeCommand)
+    refused = StaffDirectory.of([]).check(TOPICS_.command(SESSION, "acknowledge", "x"), parsed)
+    assert refused is not None and refused.code is ErrorCode.UNKNOWN_STAFF  # no list: no one
 
 
 def test_errors_echo_what_could_be_read_but_never_payload_values() -> None:

@@ -397,7 +397,10 @@ def _staff_section() -> list[str]:
         *lines,
         "",
         "Every refusal is answered and counted like a parse error. A site without `[[staff]]` "
-        "refuses every command. A broker without accounts (the embedded broker of `monitor "
+        "refuses every command. An account shared by several people (one dashboard login per "
+        "room) lets each of them act as every member listed with it: give anyone whose "
+        "identity matters (a medical monitor) an account of their own, or send through a relay "
+        "that logs each person in. A broker without accounts (the embedded broker of `monitor "
         "run`, or any broker that admits anonymous clients) cannot bind the account level: "
         "senders use the account name the staff list gives them (the demo's staff send as "
         "`local`), and anyone who reaches the broker can claim it. That is why the embedded "
