@@ -45,6 +45,7 @@ from monitor.mqtt.payloads import (
     CommandReply,
     ConsciousnessCommand,
     DoseCommand,
+    DuplicateKeyError,
     ErrorCode,
     EscalationReason,
     PauseCommand,
@@ -53,6 +54,7 @@ from monitor.mqtt.payloads import (
     ServiceStatus,
     StatusReason,
     VitalsBatch,
+    load_json,
     parse_command,
     reply_for_error,
     reply_ok,
@@ -288,6 +290,15 @@ def test_a_key_given_twice_is_refused(raw: bytes, command_id: str | None) -> Non
     assert error.code is ErrorCode.DUPLICATE_KEY
     assert error.command_id == command_id
     assert "MD-CHIEF" not in error.message
+    # invalid JSON after the repeated key is invalid JSON, never a crash of the parser
+    assert error_of(parse(payload[:-1])).code is ErrorCode.INVALID_JSON
+
+
+@pytest.mark.timeout(10)  # quadratic counting of the keys would take minutes
+def test_a_feed_payload_with_many_repeated_keys_is_refused_in_linear_time() -> None:
+    payload = b"{" + b", ".join(b'"k%d": 1, "k%d": 2' % (n, n) for n in range(50_000)) + b"}"
+    with pytest.raises(DuplicateKeyError):
+        load_json(payload)
 
 
 def test_a_relay_acts_as_any_listed_staff_member_within_the_members_roles() -> None:

@@ -13,6 +13,7 @@ echoing the payload (it could hold anything, names included).
 
 from __future__ import annotations
 
+import collections
 import enum
 import json
 import uuid
@@ -409,26 +410,38 @@ class CommandError:
 _COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
 
 
+_DUPLICATE_KEY = "an object has the same key twice"
+
+
 class DuplicateKeyError(ValueError):
     """A JSON object with a key twice: ``json`` would silently keep the last value."""
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    data = dict(pairs)
-    if len(data) != len(pairs):
-        msg = "an object has the same key twice"
-        raise DuplicateKeyError(msg)
-    return data
+def _decode(payload: bytes) -> tuple[Any, frozenset[str]]:
+    """The JSON, and the keys some object of it had more than once (none: unambiguous)."""
+    repeated: set[str] = set()
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        data = dict(items)
+        if len(data) != len(items):  # linear: a payload may hold a hundred thousand keys
+            counts = collections.Counter(key for key, _ in items)
+            repeated.update(key for key, count in counts.items() if count > 1)
+        return data
+
+    return json.loads(payload, object_pairs_hook=pairs), frozenset(repeated)
 
 
 def load_json(payload: bytes) -> Any:
     """Any MQTT payload's JSON; :class:`DuplicateKeyError` for a key given twice.
 
     A sender could otherwise put ``"staff"`` twice and have a log or dashboard that keeps the
-    first value show someone other than the one the service acted for. Other invalid JSON raises
-    ``ValueError`` (``RecursionError`` for absurd nesting), as :func:`json.loads` does.
+    first value show someone other than the one the service acted for. Invalid JSON raises
+    ``ValueError`` (``RecursionError`` for absurd nesting) first, as :func:`json.loads` does.
     """
-    return json.loads(payload, object_pairs_hook=_unique_keys)
+    data, repeated = _decode(payload)
+    if repeated:
+        raise DuplicateKeyError(_DUPLICATE_KEY)
+    return data
 
 
 def _clip(text: str) -> str:
@@ -509,15 +522,17 @@ def _parse(topic: str, payload: bytes, *, retained: bool) -> Command | CommandEr
             f"the payload has {len(payload)} bytes; a command has at most {MAX_COMMAND_BYTES}",
         )
     try:
-        data: Any = load_json(payload)
-    except DuplicateKeyError as err:
-        return error(
-            ErrorCode.DUPLICATE_KEY,
-            f"{err}; each field may be given once",
-            _unambiguous_command_id(payload),
-        )
+        data, repeated = _decode(payload)
     except (ValueError, RecursionError):
         return error(ErrorCode.INVALID_JSON, "the payload is not valid UTF-8 JSON")
+    if repeated:
+        # the id is echoed so the sender can match the reply, unless it is the ambiguous key
+        echo = isinstance(data, dict) and "command_id" not in repeated
+        return error(
+            ErrorCode.DUPLICATE_KEY,
+            f"{_DUPLICATE_KEY}; each field may be given once",
+            _valid(_COMMAND_ID, data.get("command_id")) if echo else None,
+        )
     if not isinstance(data, dict):
         return error(
             ErrorCode.INVALID_COMMAND, f"a command is a JSON object, not {_json_type(data)}"
@@ -574,20 +589,6 @@ def _parse(topic: str, payload: bytes, *, retained: bool) -> Command | CommandEr
             command_id,
         )
     return command
-
-
-def _unambiguous_command_id(payload: bytes) -> str | None:
-    """The ``command_id`` of a payload with a duplicate key, for the reply, unless it is the
-    ``command_id`` that is given twice (then no sender could match the reply to it)."""
-    objects: list[list[tuple[str, Any]]] = []
-
-    def keep(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        objects.append(pairs)
-        return dict(pairs)
-
-    json.loads(payload, object_pairs_hook=keep)  # the outermost object is decoded last
-    ids = [value for key, value in objects[-1] if key == "command_id"]
-    return _valid(_COMMAND_ID, ids[0]) if len(ids) == 1 else None
 
 
 def _json_type(value: object) -> str:
