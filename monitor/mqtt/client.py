@@ -855,13 +855,11 @@ class CommandChannel:
             earlier = self._seen.get(key)
             if earlier is not None and earlier.command != _sameness(parsed):
                 self._refuse(
-                    CommandError(
+                    CommandError.refusing(
+                        parsed,
+                        message.topic,
                         ErrorCode.COMMAND_ID_REUSED,
                         "command_id reused for a different command",
-                        message.topic,
-                        command_id=parsed.command_id,
-                        session=parsed.session,
-                        kind=parsed.kind,
                     )
                 )
                 continue

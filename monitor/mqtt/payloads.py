@@ -395,6 +395,18 @@ class CommandError:
     session: str | None = None
     kind: CommandKind | None = None
 
+    @classmethod
+    def refusing(cls, command: Command, topic: str, code: ErrorCode, message: str) -> Self:
+        """The refusal of a command that parsed (the service will not carry it out)."""
+        return cls(
+            code,
+            message,
+            topic,
+            command_id=command.command_id,
+            session=command.session,
+            kind=command.kind,
+        )
+
     def reply(self) -> CommandReply:
         """The error reply to publish on ``Topics.replies(self.session)``."""
         return CommandReply(

@@ -57,36 +57,26 @@ class StaffDirectory:
         """Why the sender on ``topic`` may not give ``command``, or ``None`` if it may.
 
         ``topic`` is one :func:`~monitor.mqtt.payloads.parse_command` accepted, so its account
-        level is a valid name. Reasons name the staff code and the account (neither is personal
-        data: staff codes are never names, accounts are the site's own).
+        level is a valid name. Reasons name the account (from the topic) and the member's roles
+        (from the site file), never the payload's ``staff`` value, as every reason is made.
         """
         target = command_target(topic)
         account = "" if target is None else target.account
 
         def refuse(code: ErrorCode, message: str) -> CommandError:
-            return CommandError(
-                code,
-                message,
-                topic,
-                command_id=command.command_id,
-                session=command.session,
-                kind=command.kind,
-            )
+            return CommandError.refusing(command, topic, code, message)
 
         member = self.staff.get(command.staff)
         if member is None:
-            return refuse(
-                ErrorCode.UNKNOWN_STAFF, f"staff {command.staff!r} is not in the site's staff list"
-            )
+            return refuse(ErrorCode.UNKNOWN_STAFF, "staff: not in the site's staff list")
         if account not in member.accounts and account not in self.relays:
             return refuse(
-                ErrorCode.NOT_AUTHORIZED,
-                f"account {account!r} may not act as staff {command.staff!r}",
+                ErrorCode.NOT_AUTHORIZED, f"account {account!r} may not act as this staff member"
             )
         if not any(command.kind in ROLE_COMMANDS[role] for role in member.roles):
             roles = ", ".join(member.roles)
             return refuse(
                 ErrorCode.NOT_AUTHORIZED,
-                f"staff {command.staff!r} ({roles}) may not give {command.kind} commands",
+                f"this staff member's roles ({roles}) do not allow {command.kind} commands",
             )
         return None
