@@ -136,7 +136,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         readers=(Role.DETECTOR,),
         summary="Staff commands; `<kind>` is the command's `kind`, `<account>` the sender's own "
         "broker user name (the ACL lets each account publish only there), which must be one the "
-        "command's `staff` may send from (below). Never retained (a retained command is refused: "
+        "command's `staff` may send from (above). Never retained (a retained command is refused: "
         "it would be carried out again on every reconnect).",
         own_level=True,
     ),
