@@ -82,6 +82,7 @@ __all__ = [
     "Participant",
     "PlausibleRanges",
     "ProtocolProfile",
+    "Relay",
     "Room",
     "Rule",
     "Secrets",
@@ -89,6 +90,8 @@ __all__ = [
     "SiteConfig",
     "SiteSection",
     "SpikeDeltas",
+    "StaffMember",
+    "StaffRole",
     "StalenessRule",
     "StorageConfig",
     "TrendRule",
@@ -975,6 +978,34 @@ class Session(_Strict):
         return participant.protocol or self.protocol
 
 
+class StaffRole(enum.StrEnum):
+    """What a staff member may order; docs/mqtt.md lists the commands each role may give."""
+
+    ROOM_STAFF = "room-staff"  # at the bedside: every command
+    MEDICAL_MONITOR = "medical-monitor"  # remote physician: acknowledge, pause, resume
+
+
+class StaffMember(_Strict):
+    """Someone who may command the monitor, by staff code (never a name).
+
+    ``accounts`` are the broker accounts the member sends from directly; the broker's ACL lets
+    an account publish commands only on its own topic level, so the detector knows the sender
+    and refuses a ``staff`` the account may not act as. Paging (contact addresses, on-call
+    tiers) will be further optional fields here, leaving existing entries valid.
+    """
+
+    id: Identifier
+    roles: tuple[StaffRole, ...] = Field(min_length=1)
+    accounts: tuple[Identifier, ...] = ()
+
+
+class Relay(_Strict):
+    """A broker account that logs staff in itself and relays their commands (a web console):
+    it may act as any listed staff member, each with that member's roles."""
+
+    account: Identifier
+
+
 class SiteConfig(_Strict):
     """A whole site: rooms, sessions, transports, and the protocol profiles the sessions use.
 
@@ -988,6 +1019,8 @@ class SiteConfig(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     rooms: tuple[Room, ...] = Field(min_length=1)
     sessions: tuple[Session, ...] = Field(min_length=1)
+    staff: tuple[StaffMember, ...] = ()
+    relays: tuple[Relay, ...] = ()
     protocols: dict[Identifier, ProtocolProfile] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -1582,7 +1615,31 @@ def _site_cross_problems(
                     f"max_connections = {limit}",
                 )
             )
+    problems += _staff_problems(data)
     return list(dict.fromkeys(problems))
+
+
+def _staff_problems(data: Mapping[str, Any]) -> list[tuple[_Loc, str]]:
+    """Staff codes are unique, and a relay account is not also one member's own account (it
+    acts as every member already: listing it under one would suggest a limit that is not)."""
+    problems: list[tuple[_Loc, str]] = []
+    relays: dict[str, _Loc] = {}
+    for index, relay in _tables(data.get("relays")):
+        _first_seen(relays, relay.get("account"), ("relays", index, "account"), "relay", problems)
+    staff: dict[str, _Loc] = {}
+    for index, member in _tables(data.get("staff")):
+        _first_seen(staff, member.get("id"), ("staff", index, "id"), "staff id", problems)
+        accounts = member.get("accounts")
+        for a_index, account in enumerate(accounts if isinstance(accounts, list | tuple) else ()):
+            if isinstance(account, str) and account in relays:
+                problems.append(
+                    (
+                        ("staff", index, "accounts", a_index),
+                        f"{account!r} is a relay account ({_format_location(relays[account])}); "
+                        "it may act as every staff member already",
+                    )
+                )
+    return problems
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -1728,6 +1785,15 @@ def summarize(config: SiteConfig) -> str:
             if participant.overrides:
                 details.append(f"{len(participant.overrides)} override(s)")
             lines.append(f"    {participant.code}: {'; '.join(details)}")
+    lines.append(
+        f"Staff ({len(config.staff)}), who may send commands"
+        + ("; none: every command is refused" if not config.staff else ":")
+    )
+    for member in config.staff:
+        accounts = ", ".join(member.accounts) or "relays only"
+        lines.append(f"  {member.id}: {', '.join(member.roles)} (accounts: {accounts})")
+    if config.relays:
+        lines.append(f"Relays: {', '.join(relay.account for relay in config.relays)}")
     devices = [d.kind for s in config.sessions for p in s.participants for d in p.devices]
     counts = ", ".join(
         f"{kind.value} {devices.count(kind)}" for kind in DeviceKind if kind in devices

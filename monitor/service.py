@@ -77,6 +77,7 @@ from monitor.mqtt.payloads import (
     reply_for_error,
     reply_ok,
 )
+from monitor.mqtt.staff import StaffDirectory
 from monitor.mqtt.topics import Topics
 from monitor.mqtt.tracking import BatchNumbering
 from monitor.recording import bindings_by_room
@@ -258,7 +259,9 @@ class Service:
                 self.summary.gateways = feed
             else:
                 vitals = GatewayPublisher(link, topics, BatchNumbering(DETECTOR_NAME))
-            commands = CommandChannel(link, topics)  # its rate limit is wall time, not session
+            commands = CommandChannel(  # its rate limit is wall time, not session
+                link, topics, StaffDirectory.from_config(self.config)
+            )
             writer = None
             if influx is not None:
                 writer = await stack.enter_async_context(

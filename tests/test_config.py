@@ -20,6 +20,7 @@ from monitor.config import (
     News2Rule,
     Secrets,
     SiteConfig,
+    StaffRole,
     StalenessRule,
     TrendRule,
     load_config,
@@ -361,6 +362,49 @@ def test_duplicate_ids(tmp_path: Path) -> None:
     address = found["sessions[1].participants[0].devices[0].address"]
     assert "duplicate device address 'F0:12:34:56:78:9A'" in address
     assert "first used at sessions[0].participants[0].devices[0].address" in address
+
+
+STAFF = """
+[[staff]]
+id = "RN-07"
+roles = ["room-staff"]
+accounts = ["dashboard"]
+
+[[staff]]
+id = "MD-01"
+roles = ["medical-monitor", "room-staff"]
+
+[[relays]]
+account = "console"
+"""
+
+
+def test_staff_name_their_accounts_and_roles(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, SITE + STAFF))
+    assert [(m.id, m.roles, m.accounts) for m in config.staff] == [
+        ("RN-07", (StaffRole.ROOM_STAFF,), ("dashboard",)),
+        ("MD-01", (StaffRole.MEDICAL_MONITOR, StaffRole.ROOM_STAFF), ()),
+    ]
+    assert [relay.account for relay in config.relays] == ["console"]
+    assert "MD-01: medical-monitor, room-staff (accounts: relays only)" in summarize(config)
+    assert "every command is refused" in summarize(load_config(write(tmp_path, SITE)))
+
+
+def test_staff_mistakes_are_named(tmp_path: Path) -> None:
+    text = SITE + STAFF.replace('"MD-01"', '"RN-07"').replace(
+        'roles = ["room-staff"]', 'roles = ["nurse"]\naccounts = ["console", "dash board"]'
+    )
+    text = text.replace('accounts = ["dashboard"]\n', "") + '[[relays]]\naccount = "console"\n'
+    found = locations(write(tmp_path, text))
+    assert "duplicate staff id 'RN-07'" in found["staff[1].id"]
+    assert "'room-staff'" in found["staff[0].roles[0]"]
+    assert "must be 1-64 letters" in found["staff[0].accounts[1]"]
+    assert "duplicate relay 'console'" in found["relays[1].account"]
+    demo = load_config(CONFIG / "demo.toml")
+    assert {account for member in demo.staff for account in member.accounts} == {"local"}
+    relayed = SITE + STAFF.replace('accounts = ["dashboard"]', 'accounts = ["console"]')
+    found = locations(write(tmp_path, relayed))
+    assert "'console' is a relay account" in found["staff[0].accounts[0]"]
 
 
 def test_participant_codes_are_unique_across_sessions(tmp_path: Path) -> None:

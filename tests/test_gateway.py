@@ -184,6 +184,9 @@ async def test_garbage_is_counted_logged_once_and_never_stops_the_feed(
         (TOPICS.device("S-1", "P-001", "hr-p-001"), b'{"event": "Jane Doe"}'),
         # the heart-rate strap's status on the pulse oximeter's topic
         (TOPICS.device("S-1", "P-001", "spo2-p-001"), _status(DeviceState.CONNECTED)),
+        # a key twice (each valid alone): json keeps the last value, another reader the first
+        (readings_topic, good.model_dump_json().encode()[:-1] + b', "gateway": "gw-forged"}'),
+        (TOPICS.device("S-1", "P-001", "hr-p-001"), _twice(_status(DeviceState.CONNECTED))),
     ]
     caplog.set_level(logging.WARNING, logger="monitor.mqtt")
     async with broker(tmp_path / "broker") as server:
@@ -207,6 +210,7 @@ async def test_garbage_is_counted_logged_once_and_never_stops_the_feed(
         Malformed.UNSUPPORTED_SCHEMA_VERSION: 1,
         Malformed.INVALID_PAYLOAD: 3,
         Malformed.TOPIC_MISMATCH: 3,
+        Malformed.DUPLICATE_KEY: 2,
     }
     assert feed.sequence.stats.lost == 0
     logged = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
@@ -243,6 +247,12 @@ async def test_a_hostile_batch_number_neither_hangs_the_feed_nor_hides_later_bat
 
 def _json(value: object) -> bytes:
     return json.dumps(value).encode()
+
+
+def _twice(status: bytes) -> bytes:
+    """A device status whose ``event`` is given twice (the same event)."""
+    event = json.dumps(json.loads(status)["event"]).encode()
+    return status[:-1] + b', "event": ' + event + b"}"
 
 
 def _status(state: DeviceState) -> bytes:

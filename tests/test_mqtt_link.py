@@ -19,7 +19,7 @@ import pytest
 
 from monitor.alerts.pipeline import DetectionPipeline
 from monitor.alerts.rules import CompiledRule, LimitSpec, RuleSet
-from monitor.config import MqttConfig, MqttTls, Secrets
+from monitor.config import MqttConfig, MqttTls, Secrets, StaffMember
 from monitor.models import AlarmPriority, AlarmState, Parameter, Reading, ReadingKind
 from monitor.mqtt.client import (
     AlarmPublisher,
@@ -40,6 +40,7 @@ from monitor.mqtt.payloads import (
     reply_for_error,
     reply_ok,
 )
+from monitor.mqtt.staff import StaffDirectory
 from monitor.mqtt.topics import Topics
 from monitor.mqtt.tracking import BatchNumbering, SequenceTracker
 from tests.services import Mosquitto, free_port
@@ -50,6 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TOPICS = Topics(root="vitals", site="SITE-1")
 SESSION = "S-1"
 T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
+ACCOUNT = "local"  # an anonymous broker: the account level the staff list names
+STAFF = StaffDirectory.of([StaffMember(id="RN-07", roles=("room-staff",), accounts=(ACCOUNT,))])
 
 
 @contextlib.asynccontextmanager
@@ -165,7 +168,7 @@ def _garbage(rng: random.Random, index: int) -> tuple[str, bytes]:
         "issued_at": "2025-03-01T09:00:00Z",
         "participant": "P-001",
     }
-    topic = TOPICS.command(SESSION, "pause")
+    topic = TOPICS.command(SESSION, "pause", ACCOUNT)
     match index % 10:
         case 0:
             return topic, bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80)))
@@ -178,9 +181,9 @@ def _garbage(rng: random.Random, index: int) -> tuple[str, bytes]:
         case 4:
             return topic, json.dumps({k: v for k, v in good.items() if k != "staff"}).encode()
         case 5:
-            return f"{TOPICS.base}/commands/{SESSION}/reboot", json.dumps(good).encode()
+            return f"{TOPICS.base}/commands/{SESSION}/reboot/{ACCOUNT}", json.dumps(good).encode()
         case 6:
-            return f"{TOPICS.base}/commands/_bad/pause", json.dumps(good).encode()
+            return f"{TOPICS.base}/commands/_bad/pause/{ACCOUNT}", json.dumps(good).encode()
         case 7:
             return topic, json.dumps(good | {"duration_s": 86400}).encode()
         case 8:
@@ -197,7 +200,7 @@ async def test_ten_thousand_garbage_commands_do_not_stop_the_channel(tmp_path: P
         watcher = link(server.port, "dashboard-watch")
         replies = watcher.subscribe(TOPICS.replies_filter)
         detector = link(server.port, "detector", status_topic=TOPICS.status("detector"))
-        channel = CommandChannel(detector, TOPICS)
+        channel = CommandChannel(detector, TOPICS, STAFF)
         valid = {
             "schema_version": 1,
             "kind": "acknowledge",
@@ -207,7 +210,7 @@ async def test_ten_thousand_garbage_commands_do_not_stop_the_channel(tmp_path: P
             "issued_at": "2025-03-01T09:00:00Z",
             "alarm_id": "5a0c35c4-2f7e-5d43-9a55-0d6a7c1f3b21",
         }
-        ack_topic = TOPICS.command(SESSION, "acknowledge")
+        ack_topic = TOPICS.command(SESSION, "acknowledge", ACCOUNT)
         carried_out: list[AcknowledgeCommand] = []
 
         async def serve() -> None:

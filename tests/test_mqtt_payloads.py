@@ -23,6 +23,7 @@ from monitor.alerts.lifecycle import (
     UnknownAlarmError,
     UnknownParticipantError,
 )
+from monitor.config import StaffMember, StaffRole
 from monitor.models import (
     AlarmCategory,
     AlarmEvent,
@@ -45,6 +46,7 @@ from monitor.mqtt.payloads import (
     CommandReply,
     ConsciousnessCommand,
     DoseCommand,
+    DuplicateKeyError,
     ErrorCode,
     EscalationReason,
     PauseCommand,
@@ -53,10 +55,12 @@ from monitor.mqtt.payloads import (
     ServiceStatus,
     StatusReason,
     VitalsBatch,
+    load_json,
     parse_command,
     reply_for_error,
     reply_ok,
 )
+from monitor.mqtt.staff import StaffDirectory
 from monitor.mqtt.topics import Topics, topic_matches
 from monitor.mqtt.tracking import BatchNumbering, EscalationTracker, SequenceTracker
 
@@ -64,6 +68,7 @@ TOPICS_ = Topics(root="vitals", site="SITE-1")
 SESSION = "S-1"
 T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
 ALARM_ID = uuid.UUID("5a0c35c4-2f7e-5d43-9a55-0d6a7c1f3b21")
+ACCOUNT = "dashboard"
 
 
 def command(which: str = "acknowledge", **changes: Any) -> dict[str, Any]:
@@ -98,7 +103,7 @@ def command(which: str = "acknowledge", **changes: Any) -> dict[str, Any]:
 
 def parse(body: object, kind: str = "acknowledge", *, topic: str | None = None) -> object:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return parse_command(topic or TOPICS_.command(SESSION, kind), raw)
+    return parse_command(topic or TOPICS_.command(SESSION, kind, ACCOUNT), raw)
 
 
 def error_of(result: object) -> CommandError:
@@ -111,7 +116,9 @@ def error_of(result: object) -> CommandError:
 
 def test_topics_hold_codes_only() -> None:
     assert TOPICS_.readings(SESSION, "P-001") == "vitals/SITE-1/readings/S-1/P-001"
-    assert TOPICS_.command(SESSION, "pause") == "vitals/SITE-1/commands/S-1/pause"
+    assert TOPICS_.command(SESSION, "pause", "dash-1") == "vitals/SITE-1/commands/S-1/pause/dash-1"
+    with pytest.raises(ValueError, match="account"):
+        TOPICS_.command(SESSION, "pause", "+")
     assert TOPICS_.replies(None) == "vitals/SITE-1/replies/_invalid"
     with pytest.raises(ValueError, match="pseudonymous"):
         TOPICS_.alarms(SESSION, "Jane Doe")
@@ -128,7 +135,7 @@ def test_every_topic_matches_its_filter() -> None:
         (TOPICS_.alarms(SESSION, "P-1"), TOPICS_.alarms_filter),
         (TOPICS_.active_alarms(SESSION), TOPICS_.active_alarms_filter),
         (TOPICS_.escalations(SESSION, "P-1"), TOPICS_.escalations_filter),
-        (TOPICS_.command(SESSION, "dose"), TOPICS_.commands_filter),
+        (TOPICS_.command(SESSION, "dose", ACCOUNT), TOPICS_.commands_filter),
         (TOPICS_.replies(SESSION), TOPICS_.replies_filter),
         (TOPICS_.status("detector"), TOPICS_.status_filter),
     ]
@@ -137,6 +144,7 @@ def test_every_topic_matches_its_filter() -> None:
         assert topic_matches(topic, "vitals/#")
     assert not topic_matches(TOPICS_.alarms(SESSION, "P-1"), TOPICS_.commands_filter)
     assert not topic_matches("vitals/SITE-1/commands/S-1", TOPICS_.commands_filter)
+    assert not topic_matches("vitals/SITE-1/commands/S-1/pause", TOPICS_.commands_filter)
     assert not topic_matches("$SYS/broker/uptime", "#")
 
 
@@ -246,19 +254,81 @@ def test_the_topic_is_checked_first() -> None:
     assert error_of(parse(command(), topic="vitals/SITE-1/alarms/S-1/P-1")).code is (
         ErrorCode.INVALID_TOPIC
     )
-    bad_session = error_of(parse(command(), topic="vitals/SITE-1/commands/_x/acknowledge"))
+    bad_session = error_of(parse(command(), topic="vitals/SITE-1/commands/_x/acknowledge/d"))
     assert bad_session.code is ErrorCode.INVALID_TOPIC
     assert bad_session.session is None
     assert bad_session.reply().session is None
-    unknown = error_of(parse(command(), topic="vitals/SITE-1/commands/S-1/reboot"))
+    unknown = error_of(parse(command(), topic="vitals/SITE-1/commands/S-1/reboot/d"))
     assert unknown.code is ErrorCode.UNKNOWN_KIND
+    no_account = error_of(parse(command(), topic="vitals/SITE-1/commands/S-1/acknowledge"))
+    assert no_account.code is ErrorCode.INVALID_TOPIC
+    bad_account = error_of(parse(command(), topic="vitals/SITE-1/commands/S-1/acknowledge/_d"))
+    assert (bad_account.code, bad_account.session) == (ErrorCode.INVALID_TOPIC, SESSION)
+    assert "account" in bad_account.message
 
 
 def test_a_retained_command_is_refused() -> None:
     raw = json.dumps(command()).encode()
-    error = error_of(parse_command(TOPICS_.command(SESSION, "acknowledge"), raw, retained=True))
+    topic = TOPICS_.command(SESSION, "acknowledge", ACCOUNT)
+    error = error_of(parse_command(topic, raw, retained=True))
     assert error.code is ErrorCode.RETAINED
     assert error.command_id == "cmd-1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "command_id"),
+    [
+        # the reproduction of issue 9: the last "staff" won
+        (b'{"staff": "RN-07", "staff": "MD-CHIEF-01"}', "cmd-1"),
+        (b'{"command_id": "cmd-1", "command_id": "cmd-2"}', None),  # no id a sender could match
+        (b'{"alarm_id": {"x": 1, "x": 2}}', "cmd-1"),  # nested objects too
+    ],
+)
+def test_a_key_given_twice_is_refused(raw: bytes, command_id: str | None) -> None:
+    body = json.dumps(command()).encode()
+    payload = body[:-1] + b", " + raw[1:]  # the valid command's keys, then the repeated ones
+    error = error_of(parse(payload))
+    assert error.code is ErrorCode.DUPLICATE_KEY
+    assert error.command_id == command_id
+    assert "MD-CHIEF" not in error.message
+    # invalid JSON after the repeated key is invalid JSON, never a crash of the parser
+    assert error_of(parse(payload[:-1])).code is ErrorCode.INVALID_JSON
+
+
+@pytest.mark.timeout(10)  # quadratic counting of the keys would take minutes
+def test_a_feed_payload_with_many_repeated_keys_is_refused_in_linear_time() -> None:
+    payload = b"{" + b", ".join(b'"k%d": 1, "k%d": 2' % (n, n) for n in range(50_000)) + b"}"
+    with pytest.raises(DuplicateKeyError):
+        load_json(payload)
+
+
+def test_a_relay_acts_as_any_listed_staff_member_within_the_members_roles() -> None:
+    directory = StaffDirectory.of(
+        [
+            StaffMember(id="RN-07", roles=(StaffRole.ROOM_STAFF,), accounts=("dash-a",)),
+            StaffMember(id="MD-01", roles=(StaffRole.MEDICAL_MONITOR,)),
+        ],
+        relays=["console"],
+    )
+
+    def outcome(account: str, staff: str, kind: str = "acknowledge") -> ErrorCode | None:
+        topic = TOPICS_.command(SESSION, kind, account)
+        parsed = parse_command(topic, json.dumps(command(kind, staff=staff)).encode())
+        assert not isinstance(parsed, CommandError), parsed
+        refused = directory.check(topic, parsed)
+        return None if refused is None else refused.code
+
+    assert outcome("console", "RN-07", "dose") is None
+    assert outcome("console", "MD-01") is None
+    assert outcome("console", "MD-01", "consciousness") is ErrorCode.NOT_AUTHORIZED
+    assert outcome("console", "NOBODY") is ErrorCode.UNKNOWN_STAFF
+    assert outcome("dash-a", "RN-07", "consciousness") is None
+    assert outcome("dash-a", "MD-01") is ErrorCode.NOT_AUTHORIZED
+    assert outcome("dash-b", "RN-07") is ErrorCode.NOT_AUTHORIZED
+    parsed = parse(command())
+    assert isinstance(parsed, AcknowledgeCommand)
+    refused = StaffDirectory.of([]).check(TOPICS_.command(SESSION, "acknowledge", "x"), parsed)
+    assert refused is not None and refused.code is ErrorCode.UNKNOWN_STAFF  # no list: no one
 
 
 def test_errors_echo_what_could_be_read_but_never_payload_values() -> None:
@@ -275,7 +345,7 @@ def test_errors_echo_what_could_be_read_but_never_payload_values() -> None:
 
 def test_parse_command_never_raises_on_random_bytes() -> None:
     rng = random.Random(5)
-    topic = TOPICS_.command(SESSION, "pause")
+    topic = TOPICS_.command(SESSION, "pause", ACCOUNT)
     for _ in range(2000):
         payload = bytes(rng.randrange(256) for _ in range(rng.randrange(64)))
         assert isinstance(parse_command(topic, payload), CommandError)

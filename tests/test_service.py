@@ -148,7 +148,7 @@ async def test_hyperthermia_alarms_reach_mqtt_and_influxdb(
                     if acknowledge and not acknowledged and high_temperature:
                         acknowledged.append(str(event.alarm_id))
                         await staff.publish(
-                            f"{base}/commands/{SESSION}/acknowledge",
+                            f"{base}/commands/{SESSION}/acknowledge/local",
                             json.dumps(_acknowledge(acknowledged[0])),
                             qos=1,
                         )

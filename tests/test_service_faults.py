@@ -351,7 +351,9 @@ async def first_acknowledged_alarm(staff: aiomqtt.Client) -> AlarmEvent:
             if event.category is AlarmCategory.PHYSIOLOGICAL:
                 acknowledged = str(event.alarm_id)
                 command = _command(alarm_id=acknowledged)
-                await staff.publish(f"{BASE}/commands/{SESSION}/acknowledge", json.dumps(command))
+                await staff.publish(
+                    f"{BASE}/commands/{SESSION}/acknowledge/local", json.dumps(command)
+                )
         elif str(event.alarm_id) == acknowledged and event.state is AlarmState.ACKNOWLEDGED:
             return event
     raise AssertionError("the alarm stream ended")
@@ -470,7 +472,7 @@ def garbage_kind(index: int) -> str:
 def garbage(index: int) -> tuple[str, bytes]:
     """Message ``index`` of the flood: topic and payload, each kind in turn."""
     kind = garbage_kind(index)
-    topic = f"{BASE}/commands/{SESSION}/acknowledge"
+    topic = f"{BASE}/commands/{SESSION}/acknowledge/local"
     if kind == "invalid_json":
         return topic, b'{"schema_version": 1, "kind": "acknowledge", '
     if kind == "schema_version":

@@ -60,13 +60,17 @@ from monitor.mqtt.payloads import (
     CommandError,
     CommandReply,
     DeviceStatus,
+    DuplicateKeyError,
+    ErrorCode,
     ServiceState,
     ServiceStatus,
     StatusReason,
     VitalsBatch,
     describe_validation_error,
+    load_json,
     parse_command,
 )
+from monitor.mqtt.staff import StaffDirectory
 from monitor.mqtt.topics import Topics, topic_matches
 from monitor.mqtt.tracking import BatchNumbering, EscalationTracker, SequenceTracker
 from monitor.throttle import LogThrottle
@@ -839,27 +843,45 @@ class CommandStats:
     received: int = 0
     commands: int = 0
     errors: dict[str, int] = field(default_factory=dict)
-    duplicates: int = 0
+    duplicates: int = 0  # the same command again: its first reply was published again
     replies: int = 0
     error_replies: int = 0
     error_replies_suppressed: int = 0
 
 
-class CommandChannel:
-    """Commands from dashboards: parsed, deduplicated, answered; garbage never stops it.
+@dataclass(slots=True)
+class _Answer:
+    """A command taken, as compared with a later one of the same id, and its reply once sent."""
 
-    Iterating yields only valid, new commands; the service carries each out and answers with
-    :meth:`reply` (``reply_ok`` / ``reply_for_error``). A command that does not parse gets an error
-    reply at once, but at most ``error_rate`` per second with bursts of ``error_burst``: a flood of
-    garbage must not crowd alarm events out of the outbox. Suppressed replies are counted and
-    summarised in the log. A redelivered command (same session and ``command_id``, as QoS 1
-    allows) is not yielded again; its earlier reply is published again.
+    command: dict[str, Any]
+    reply: CommandReply | None = None
+
+
+def _sameness(command: Command) -> dict[str, Any]:
+    """What makes a command the same command: everything but ``issued_at`` (a retry may be
+    stamped anew; it still asks for the same thing)."""
+    return command.model_dump(exclude={"issued_at"})
+
+
+class CommandChannel:
+    """Commands from staff: parsed, authorised, deduplicated, answered; garbage never stops it.
+
+    Iterating yields only valid, new commands whose sender may give them (``staff``, see
+    :class:`~monitor.mqtt.staff.StaffDirectory`); the service carries each out and answers with
+    :meth:`reply` (``reply_ok`` / ``reply_for_error``). A command that does not parse or is not
+    allowed gets an error reply at once, but at most ``error_rate`` per second with bursts of
+    ``error_burst``: a flood of garbage must not crowd alarm events out of the outbox. Suppressed
+    replies are counted and summarised in the log. A redelivered command (same session and
+    ``command_id``, as QoS 1 allows) is not yielded again; its earlier reply is published again.
+    A ``command_id`` seen before with a different command is refused, never answered with the
+    first command's reply.
     """
 
     def __init__(
         self,
         link: MqttLink,
         topics: Topics,
+        staff: StaffDirectory,
         *,
         error_rate: float = ERROR_REPLY_RATE,
         error_burst: int = ERROR_REPLY_BURST,
@@ -875,8 +897,9 @@ class CommandChannel:
         self._burst = float(error_burst)
         self._tokens = float(error_burst)
         self._refilled: float | None = None
+        self._staff = staff
         self._remember = remember
-        self._seen: OrderedDict[tuple[str, str], CommandReply | None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], _Answer] = OrderedDict()
         self._log = LogThrottle(10.0)
 
     def __aiter__(self) -> AsyncIterator[Command]:
@@ -889,14 +912,28 @@ class CommandChannel:
             if isinstance(parsed, CommandError):
                 self._refuse(parsed)
                 continue
-            key = (parsed.session, parsed.command_id)
-            if key in self._seen:
-                self.stats.duplicates += 1
-                earlier = self._seen[key]
-                if earlier is not None:
-                    self._publish(earlier)
+            refused = self._staff.check(message.topic, parsed)
+            if refused is not None:
+                self._refuse(refused)
                 continue
-            self._seen[key] = None
+            key = (parsed.session, parsed.command_id)
+            earlier = self._seen.get(key)
+            if earlier is not None and earlier.command != _sameness(parsed):
+                self._refuse(
+                    CommandError.refusing(
+                        parsed,
+                        message.topic,
+                        ErrorCode.COMMAND_ID_REUSED,
+                        "command_id reused for a different command",
+                    )
+                )
+                continue
+            if earlier is not None:
+                self.stats.duplicates += 1
+                if earlier.reply is not None:
+                    self._publish(earlier.reply)
+                continue
+            self._seen[key] = _Answer(_sameness(parsed))
             while len(self._seen) > self._remember:
                 self._seen.popitem(last=False)
             self.stats.commands += 1
@@ -905,9 +942,9 @@ class CommandChannel:
     def reply(self, reply: CommandReply) -> None:
         """Publish the outcome of a command (always: it answers a real command)."""
         if reply.session is not None and reply.command_id is not None:
-            key = (reply.session, reply.command_id)
-            if key in self._seen:
-                self._seen[key] = reply
+            answer = self._seen.get((reply.session, reply.command_id))
+            if answer is not None:
+                answer.reply = reply
         self._publish(reply)
 
     def _publish(self, reply: CommandReply) -> None:
@@ -982,6 +1019,7 @@ class Malformed(enum.StrEnum):
 
     INVALID_TOPIC = "invalid_topic"  # not a readings or device topic of this site
     INVALID_JSON = "invalid_json"  # not UTF-8 JSON
+    DUPLICATE_KEY = "duplicate_key"  # an object has a key twice (which value counts is unclear)
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     INVALID_PAYLOAD = "invalid_payload"  # JSON that does not match the payload model
     TOPIC_MISMATCH = "topic_mismatch"  # the payload names another session, participant, device
@@ -1092,6 +1130,14 @@ class VitalsFeed:
             self._refuse("unknown", Malformed.INVALID_TOPIC, "not a readings or device topic")
 
     def _parse(self, model: type[_M], message: Incoming, what: str) -> _M | None:
+        try:
+            load_json(message.payload)
+        except DuplicateKeyError as error:
+            self._refuse(what, Malformed.DUPLICATE_KEY, str(error))
+            return None
+        except (ValueError, RecursionError):
+            self._refuse(what, Malformed.INVALID_JSON, "not UTF-8 JSON")
+            return None
         try:
             return model.model_validate_json(message.payload)
         except ValidationError as error:

@@ -50,6 +50,9 @@ class TopicSpec:
     publishers: tuple[Role, ...]
     readers: tuple[Role, ...]
     summary: str
+    own_level: bool = False
+    """Publishers write only on the last level named after their own broker account: every
+    account gets that through one ``pattern`` line of the ACL, not a per-role ``topic`` line."""
 
     @property
     def level(self) -> str:
@@ -119,7 +122,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         name="Commands",
-        pattern="commands/<session>/<kind>",
+        pattern="commands/<session>/<kind>/<account>",
         payloads=(
             AcknowledgeCommand,
             PauseCommand,
@@ -129,10 +132,13 @@ TOPICS: tuple[TopicSpec, ...] = (
         ),
         qos=1,
         retained=False,
-        publishers=(Role.DASHBOARD,),
+        publishers=(Role.DASHBOARD, Role.MEDICAL_MONITOR),
         readers=(Role.DETECTOR,),
-        summary="Staff commands; `<kind>` is the command's `kind`. Never retained (a retained "
-        "command is refused: it would be carried out again on every reconnect).",
+        summary="Staff commands; `<kind>` is the command's `kind`, `<account>` the sender's own "
+        "broker user name (the ACL lets each account publish only there), which must be one the "
+        "command's `staff` may send from (above). Never retained (a retained command is refused: "
+        "it would be carried out again on every reconnect).",
+        own_level=True,
     ),
     TopicSpec(
         name="Command replies",
@@ -141,7 +147,7 @@ TOPICS: tuple[TopicSpec, ...] = (
         qos=1,
         retained=False,
         publishers=(Role.DETECTOR,),
-        readers=(Role.DASHBOARD,),
+        readers=(Role.DASHBOARD, Role.MEDICAL_MONITOR),
         summary="The outcome of every command, matched by `command_id`. A command whose topic "
         "names no valid session is answered on `replies/_invalid`.",
     ),

@@ -61,7 +61,8 @@ from monitor.mqtt.payloads import (
     reply_for_error,
     reply_ok,
 )
-from monitor.mqtt.topics import INVALID_SESSION, Topics
+from monitor.mqtt.staff import ROLE_COMMANDS
+from monitor.mqtt.topics import INVALID_SESSION, CommandKind, Topics
 from monitor.mqtt.tracking import MAX_REMEMBERED_GAPS
 
 __all__ = ["REGENERATE", "render"]
@@ -73,6 +74,7 @@ _SESSION = "DEMO-MDMA-1"
 _START = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
 _ALARM_ID = uuid.UUID("5a0c35c4-2f7e-5d43-9a55-0d6a7c1f3b21")
 _RUN = uuid.UUID("0f5b8a9e-3c1d-4e2f-8a7b-6c5d4e3f2a1b")
+_ACCOUNT = Role.DASHBOARD.value
 
 
 def _at(seconds: float) -> dt.datetime:
@@ -203,7 +205,7 @@ def _replies() -> list[CommandReply]:
     acknowledge, pause = _commands()[:2]
     assert isinstance(acknowledge, AcknowledgeCommand) and isinstance(pause, PauseCommand)
     unknown = UnknownAlarmError(f"no alarm {_ALARM_ID} in session {_SESSION}")
-    garbage = parse_command(_TOPICS.command(_SESSION, "pause"), b'{"kind": "pause"')
+    garbage = parse_command(_TOPICS.command(_SESSION, "pause", _ACCOUNT), b'{"kind": "pause"')
     assert not isinstance(garbage, BaseModel)
     return [
         reply_ok(acknowledge, alarm_events=1),
@@ -246,7 +248,7 @@ def _example_topic(spec: TopicSpec) -> str:
         "Alarm events": _TOPICS.alarms(_SESSION, "P-001"),
         "Active alarms": _TOPICS.active_alarms(_SESSION),
         "Escalations": _TOPICS.escalations(_SESSION, "P-001"),
-        "Commands": _TOPICS.command(_SESSION, "acknowledge"),
+        "Commands": _TOPICS.command(_SESSION, "acknowledge", _ACCOUNT),
         "Command replies": _TOPICS.replies(_SESSION),
         "Service status": _TOPICS.status("detector"),
     }
@@ -355,10 +357,56 @@ def _commands_intro() -> list[str]:
         "`DetectionPipeline.set_consciousness(participant, observed_at, level)` |",
         "",
         f"Unknown fields are refused, numbers are not read from strings, and a payload over "
-        f"{MAX_COMMAND_BYTES} bytes is refused unread. `parse_command(topic, payload)` never "
-        "raises; it checks, in this order, the topic, the size, the JSON, the retain flag, "
-        "`kind`, `schema_version`, `staff`, the fields, and the payload's `session` against the "
-        "topic's, and the first problem becomes the error reply.",
+        f"{MAX_COMMAND_BYTES} bytes is refused unread, and so is JSON with a key given twice "
+        "in one object (`duplicate_key`: readers disagree on which value counts; readings and "
+        "device events with one are dropped and counted the same way). `parse_command(topic, "
+        "payload)` never raises; it checks, in this order, the topic (its session, kind and "
+        "account levels), the size, the JSON, the retain flag, `kind`, `schema_version`, "
+        "`staff`, the fields, and the payload's `session` against the topic's; then the "
+        "detector checks `staff` against the sending account (below) and the `command_id` "
+        "against the commands it remembers. The first problem becomes the error reply.",
+        "",
+        *_staff_section(),
+    ]
+
+
+def _staff_section() -> list[str]:
+    lines = [
+        "#### Who may command: staff and broker accounts",
+        "",
+        "A command's `staff` is checked against the sender's broker account, which the payload "
+        "cannot forge: the ACL's one `pattern write vitals/+/commands/+/+/%u` line lets every "
+        "account publish commands only on the last level named after itself "
+        "(`%u`, its user name), and the detector reads that level. The site file's `[[staff]]` "
+        "list (docs/configuration.md) names each staff member by code (never a name), the "
+        "`accounts` they send from and their `roles`; `[[relays]]` names accounts that log staff "
+        "in themselves and relay their commands (a web console), which may act as any listed "
+        "member. A command is carried out only if",
+        "",
+        "1. its `staff` is in the list (else `unknown_staff`),",
+        "2. the topic's account is one of that member's `accounts` or a relay "
+        "(else `not_authorized`), and",
+        "3. one of the member's roles allows the kind (else `not_authorized`):",
+        "",
+        "| role | may give |",
+        "|---|---|",
+    ]
+    for role, kinds in ROLE_COMMANDS.items():
+        allowed = ", ".join(f"`{kind.value}`" for kind in CommandKind if kind in kinds)
+        lines.append(f"| `{role.value}` | {allowed} |")
+    return [
+        *lines,
+        "",
+        "Every refusal is answered and counted like a parse error. A site without `[[staff]]` "
+        "refuses every command. An account shared by several people (one dashboard login per "
+        "room) lets each of them act as every member listed with it: give anyone whose "
+        "identity matters (a medical monitor) an account of their own, or send through a relay "
+        "that logs each person in. A broker without accounts (the embedded broker of `monitor "
+        "run`, or any broker that admits anonymous clients) cannot bind the account level: "
+        "senders use the account name the staff list gives them (the demo's staff send as "
+        "`local`), and anyone who reaches the broker can claim it. That is why the embedded "
+        "broker listens on loopback only; a site with staff on other machines uses a broker "
+        "with accounts and the example ACL (config/mosquitto/).",
         "",
     ]
 
@@ -380,7 +428,11 @@ def _replies_section() -> list[str]:
         "counted (`CommandStats.error_replies_suppressed`) and summarised in the log; the "
         "channel keeps running whatever arrives.",
         "- A command redelivered with the same `session` and `command_id` (QoS 1 is at least "
-        "once) is not carried out again; its first reply is published again.",
+        "once, and a sender may retry) is not carried out again; its first reply is published "
+        "again. It counts as the same command when everything but `issued_at` is equal (a "
+        "retry may be stamped anew); a `command_id` reused for a different command (another "
+        "kind, `staff` or field) is refused with `command_id_reused`, never answered with the "
+        "first command's reply.",
         "- Commands that parse but cannot be carried out (unknown alarm, alarm still pending, "
         "pause out of bounds...) are always answered.",
         "",
@@ -468,7 +520,9 @@ def _acl_section() -> list[str]:
         "## Access control",
         "",
         "`config/mosquitto/acl` grants each broker user (one per role) exactly this; the tests "
-        "check the file against the table. `W` publish, `R` subscribe.",
+        "check the file against the table. `W` publish, `R` subscribe; `w` publish on the "
+        "topics whose last level is the user's own name only (one `pattern` line grants this "
+        "to every account; the staff list decides which accounts' commands count).",
         "",
         header,
         "|---|" + "---|" * len(levels),
@@ -476,7 +530,8 @@ def _acl_section() -> list[str]:
     for role in Role:
         cells = []
         for spec in levels.values():
-            rights = ("W" if role in spec.publishers else "") + (
+            write = "w" if spec.own_level else "W"
+            rights = (write if role in spec.publishers else "") + (
                 "R" if role in spec.readers else ""
             )
             cells.append(rights or "-")

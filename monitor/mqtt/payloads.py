@@ -13,6 +13,7 @@ echoing the payload (it could hold anything, names included).
 
 from __future__ import annotations
 
+import collections
 import enum
 import json
 import uuid
@@ -70,6 +71,7 @@ __all__ = [
     "ConsciousnessCommand",
     "DeviceStatus",
     "DoseCommand",
+    "DuplicateKeyError",
     "ErrorCode",
     "EscalationMessage",
     "EscalationReason",
@@ -80,6 +82,7 @@ __all__ = [
     "StatusReason",
     "VitalsBatch",
     "describe_validation_error",
+    "load_json",
     "parse_command",
     "reply_for_error",
     "reply_ok",
@@ -312,9 +315,13 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"
     INVALID_TOPIC = "invalid_topic"
     INVALID_JSON = "invalid_json"
+    DUPLICATE_KEY = "duplicate_key"
     INVALID_COMMAND = "invalid_command"
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     MISSING_STAFF = "missing_staff"
+    UNKNOWN_STAFF = "unknown_staff"
+    NOT_AUTHORIZED = "not_authorized"
+    COMMAND_ID_REUSED = "command_id_reused"
     UNKNOWN_KIND = "unknown_kind"
     TOPIC_MISMATCH = "topic_mismatch"
     RETAINED = "retained"
@@ -329,13 +336,20 @@ class ErrorCode(enum.StrEnum):
 
 ERROR_DESCRIPTIONS: Mapping[ErrorCode, str] = {
     ErrorCode.TOO_LARGE: f"the payload is over {MAX_COMMAND_BYTES} bytes; it was not parsed",
-    ErrorCode.INVALID_TOPIC: "the topic is not `.../commands/<session>/<kind>` with a valid "
-    "session identifier",
+    ErrorCode.INVALID_TOPIC: "the topic is not `.../commands/<session>/<kind>/<account>` with a "
+    "valid session identifier and account name",
     ErrorCode.INVALID_JSON: "the payload is not UTF-8 JSON",
+    ErrorCode.DUPLICATE_KEY: "an object in the payload has the same key twice; such JSON means "
+    "different things to different readers, so it is refused, never read as the last value",
     ErrorCode.INVALID_COMMAND: "the JSON does not match the command's schema (the reason names "
     "each field)",
     ErrorCode.UNSUPPORTED_SCHEMA_VERSION: f"`schema_version` is missing or not {SCHEMA_VERSION}",
     ErrorCode.MISSING_STAFF: "`staff` is missing, empty or not a staff code",
+    ErrorCode.UNKNOWN_STAFF: "`staff` is not in the site's staff list",
+    ErrorCode.NOT_AUTHORIZED: "the sending account may not act as this staff member, or the "
+    "member's roles do not allow this kind of command",
+    ErrorCode.COMMAND_ID_REUSED: "the `command_id` was used before for a different command "
+    "(another kind, staff or field); the same command again gets its first reply",
     ErrorCode.UNKNOWN_KIND: f"the kind (topic level or `kind` field) is not one of "
     f"{', '.join(COMMAND_KINDS)}",
     ErrorCode.TOPIC_MISMATCH: "the payload's `kind` or `session` differs from the topic's",
@@ -386,6 +400,18 @@ class CommandError:
     session: str | None = None
     kind: CommandKind | None = None
 
+    @classmethod
+    def refusing(cls, command: Command, topic: str, code: ErrorCode, message: str) -> Self:
+        """The refusal of a command that parsed (the service will not carry it out)."""
+        return cls(
+            code,
+            message,
+            topic,
+            command_id=command.command_id,
+            session=command.session,
+            kind=command.kind,
+        )
+
     def reply(self) -> CommandReply:
         """The error reply to publish on ``Topics.replies(self.session)``."""
         return CommandReply(
@@ -399,6 +425,40 @@ class CommandError:
 
 
 _COMMAND: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+_DUPLICATE_KEY = "an object has the same key twice"
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object with a key twice: ``json`` would silently keep the last value."""
+
+
+def _decode(payload: bytes) -> tuple[Any, frozenset[str]]:
+    """The JSON, and the keys some object of it had more than once (none: unambiguous)."""
+    repeated: set[str] = set()
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        data = dict(items)
+        if len(data) != len(items):  # linear: a payload may hold a hundred thousand keys
+            counts = collections.Counter(key for key, _ in items)
+            repeated.update(key for key, count in counts.items() if count > 1)
+        return data
+
+    return json.loads(payload, object_pairs_hook=pairs), frozenset(repeated)
+
+
+def load_json(payload: bytes) -> Any:
+    """Any MQTT payload's JSON; :class:`DuplicateKeyError` for a key given twice.
+
+    A sender could otherwise put ``"staff"`` twice and have a log or dashboard that keeps the
+    first value show someone other than the one the service acted for. Invalid JSON raises
+    ``ValueError`` (``RecursionError`` for absurd nesting) first, as :func:`json.loads` does.
+    """
+    data, repeated = _decode(payload)
+    if repeated:
+        raise DuplicateKeyError(_DUPLICATE_KEY)
+    return data
 
 
 def _clip(text: str) -> str:
@@ -444,14 +504,23 @@ def _parse(topic: str, payload: bytes, *, retained: bool) -> Command | CommandEr
     target = command_target(topic)
     if target is None:
         return CommandError(
-            ErrorCode.INVALID_TOPIC, "not a command topic (…/commands/<session>/<kind>)", topic
+            ErrorCode.INVALID_TOPIC,
+            "not a command topic (…/commands/<session>/<kind>/<account>)",
+            topic,
         )
-    session = _valid(_IDENTIFIER, target[0])
+    session = _valid(_IDENTIFIER, target.session)
     if session is None:
         return CommandError(
             ErrorCode.INVALID_TOPIC, "the topic's session level is not an identifier", topic
         )
-    if target[1] not in COMMAND_KINDS:
+    if _valid(_IDENTIFIER, target.account) is None:
+        return CommandError(
+            ErrorCode.INVALID_TOPIC,
+            "the topic's account level is not a broker account name",
+            topic,
+            session=session,
+        )
+    if target.kind not in COMMAND_KINDS:
         known = ", ".join(COMMAND_KINDS)
         return CommandError(
             ErrorCode.UNKNOWN_KIND,
@@ -459,7 +528,7 @@ def _parse(topic: str, payload: bytes, *, retained: bool) -> Command | CommandEr
             topic,
             session=session,
         )
-    kind = CommandKind(target[1])
+    kind = CommandKind(target.kind)
 
     def error(code: ErrorCode, message: str, command_id: str | None = None) -> CommandError:
         return CommandError(code, message, topic, command_id=command_id, session=session, kind=kind)
@@ -470,9 +539,17 @@ def _parse(topic: str, payload: bytes, *, retained: bool) -> Command | CommandEr
             f"the payload has {len(payload)} bytes; a command has at most {MAX_COMMAND_BYTES}",
         )
     try:
-        data: Any = json.loads(payload)
+        data, repeated = _decode(payload)
     except (ValueError, RecursionError):
         return error(ErrorCode.INVALID_JSON, "the payload is not valid UTF-8 JSON")
+    if repeated:
+        # the id is echoed so the sender can match the reply, unless it is the ambiguous key
+        echo = isinstance(data, dict) and "command_id" not in repeated
+        return error(
+            ErrorCode.DUPLICATE_KEY,
+            f"{_DUPLICATE_KEY}; each field may be given once",
+            _valid(_COMMAND_ID, data.get("command_id")) if echo else None,
+        )
     if not isinstance(data, dict):
         return error(
             ErrorCode.INVALID_COMMAND, f"a command is a JSON object, not {_json_type(data)}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -20,6 +21,7 @@ __all__ = [
     "COMMAND_KINDS",
     "INVALID_SESSION",
     "CommandKind",
+    "CommandTarget",
     "Topics",
     "command_target",
     "topic_matches",
@@ -122,16 +124,24 @@ class Topics:
 
     # --- published by dashboards ----------------------------------------------------------
 
-    def command(self, session: str, kind: CommandKind | str) -> str:
-        """Where a dashboard sends one kind of command for one session."""
-        return f"{self.base}/commands/{_identifier(session, 'session')}/{CommandKind(kind).value}"
+    def command(self, session: str, kind: CommandKind | str, account: str) -> str:
+        """Where broker account ``account`` sends one kind of command for one session.
+
+        The last level is the sender's own broker user name: the ACL's ``pattern`` line lets
+        each account publish only there, so the detector learns who sent a command from the
+        topic, which the payload cannot forge.
+        """
+        return (
+            f"{self.base}/commands/{_identifier(session, 'session')}/{CommandKind(kind).value}/"
+            f"{_identifier(account, 'account')}"
+        )
 
     # --- subscription filters -------------------------------------------------------------
 
     @property
     def commands_filter(self) -> str:
-        """Every command of every session of this site (the detector subscribes to it)."""
-        return f"{self.base}/commands/+/+"
+        """Every command of every session and account of this site (the detector's)."""
+        return f"{self.base}/commands/+/+/+"
 
     @property
     def readings_filter(self) -> str:
@@ -169,16 +179,24 @@ class Topics:
         return f"{self.base}/status/+"
 
 
-def command_target(topic: str) -> tuple[str, str] | None:
-    """``(session, kind)`` levels of a command topic, unvalidated; ``None`` if it is not one.
+class CommandTarget(NamedTuple):
+    """The levels of a command topic after ``commands``, as received (unvalidated)."""
 
-    Reads only the last three levels, so the parser does not need to know the root: the broker
+    session: str
+    kind: str
+    account: str
+
+
+def command_target(topic: str) -> CommandTarget | None:
+    """The session, kind and account levels of a command topic; ``None`` if it is not one.
+
+    Reads only the last four levels, so the parser does not need to know the root: the broker
     routes only this site's command topics to the detector anyway.
     """
     levels = topic.split("/")
-    if len(levels) < 3 or levels[-3] != "commands":
+    if len(levels) < 4 or levels[-4] != "commands":
         return None
-    return levels[-2], levels[-1]
+    return CommandTarget(levels[-3], levels[-2], levels[-1])
 
 
 def topic_matches(topic: str, topic_filter: str) -> bool:
