@@ -218,7 +218,7 @@ class LimitDirection(enum.StrEnum):
 
 
 class Escalation(_Strict):
-    """How long an unacknowledged alarm waits before it escalates (clinical.md 8.2)."""
+    """How long an unacknowledged alarm waits to escalate (docs/clinical-basis.md#escalation)."""
 
     unacknowledged_medium_to_high_s: _Whole = Field(gt=0, le=3600)
     unacknowledged_high_to_backup_s: _Whole = Field(gt=0, le=3600)

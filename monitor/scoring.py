@@ -606,7 +606,7 @@ class AlarmRecord:
 
 
 def _news2_sees(truth: TruthEvent) -> bool:
-    """Whether NEWS2 scores the event's parameter at its threshold (chart 1, 4.1)."""
+    """Whether NEWS2 scores the event's parameter at its limit (docs/clinical-basis.md#news2)."""
     if truth.signal_loss or truth.parameter is None or truth.direction is None:
         return False
     limit = _NEWS2_SCORES_BEYOND.get((truth.parameter, truth.direction))

@@ -1,6 +1,8 @@
 """On-air encoder for the Bluetooth SIG health characteristics the simulated wearables send.
 
-Written from the byte formats in ``ble.md`` Part 1 only, never from ``monitor.devices.gatt``, so
+Written from the Bluetooth SIG byte formats only (GATT Specification Supplement; Heart Rate,
+Health Thermometer, Blood Pressure and Pulse Oximeter services; IEEE 11073-20601 SFLOAT/FLOAT),
+never from ``monitor.devices.gatt``, so
 that the production decoder is tested against bytes it did not produce. Frames are immutable
 descriptions of what a device sends; an optional field is on air iff it is not None.
 

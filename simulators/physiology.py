@@ -1,13 +1,13 @@
 """Simulated session physiology: true vital signs of one participant over one drug session.
 
 The model is deliberately phenomenological, so that a clinician can check every number against
-``clinical.md`` (section numbers below refer to it):
+``docs/clinical-basis.md`` (``#name`` below is a section of it):
 
-* a **baseline** per participant drawn from the population ranges of 8.4, plus slow physiological
-  fluctuation (a sum of seeded sinusoids) and a circadian drift;
+* a **baseline** per participant drawn from the population ranges of #simulator, plus slow
+  physiological fluctuation (a sum of seeded sinusoids) and a circadian drift;
 * a **drug response** per participant: a time envelope (onset, rise to a single peak, short
   plateau, decline) times a peak magnitude. Blood pressure, heart rate and core temperature have
-  their own envelopes and partly independent sensitivities (Hysek, 1.4);
+  their own envelopes and partly independent sensitivities (Hysek, #mdma-temp);
 * scenario **courses** (hyperthermia, hypertensive crisis, desaturation, ...) layered on top;
 * **artefacts** (motion spikes, failed cuff readings, contact loss, BLE dropouts, disconnects,
   battery drain) as a seeded timeline the simulated wearables apply. Artefacts never change the
@@ -79,8 +79,8 @@ class Vital(enum.StrEnum):
     """A true physiological quantity; what a wearable would measure if it were perfect.
 
     Core temperature is what a thermometer reports as body temperature (the clinical thresholds in
-    8.2 are core-equivalent); skin temperature is separate because it can fall while the core
-    rises (vasoconstriction, 1.4).
+    #mdma-defaults are core-equivalent); skin temperature is separate because it can fall while the
+    core rises (vasoconstriction, #mdma-temp).
     """
 
     HEART_RATE = "heart_rate"
@@ -118,7 +118,7 @@ _MIN_PULSE_PRESSURE_MMHG: Final = 15.0
 
 
 class Sex(enum.StrEnum):
-    """Recorded because adverse effects of MDMA are more common in women (Vizeli 2017, 1.1)."""
+    """Recorded because adverse effects of MDMA are more common in women (Vizeli, #mdma-bp-hr)."""
 
     FEMALE = "female"
     MALE = "male"
@@ -208,13 +208,13 @@ BASELINE_RANGES: Final[Mapping[Vital, tuple[float, float]]] = MappingProxyType(
         Vital.DIASTOLIC_BP: (70.0, 80.0),
         Vital.HEART_RATE: (60.0, 80.0),
         Vital.CORE_TEMPERATURE: (36.6, 37.0),
-        # Wrist skin temperature at room temperature: not in clinical.md, an assumption. It sits
-        # a few degrees below core and depends on ambient conditions (3.4).
+        # Wrist skin temperature at room temperature: no published source, an assumption. It sits
+        # a few degrees below core and depends on ambient conditions (#clinical-limits).
         Vital.SKIN_TEMPERATURE: (32.5, 34.5),
         Vital.SPO2: (96.0, 99.0),
     }
 )
-"""Healthy adult, seated or supine, from 8.4 (itself an inference there); drawn uniformly.
+"""Healthy adult, seated or supine, from #simulator (itself an inference there); drawn uniformly.
 
 These are the 24-hour means (mesors); the circadian drift below moves them by a few units over a
 session.
@@ -235,7 +235,7 @@ class _Fluctuation:
 
 
 # Standard deviations and time scales: assumptions chosen to look like resting bedside traces
-# (clinical.md gives none). Heart rate has a fast respiratory-sinus-arrhythmia component as well.
+# (no published source, #simulator). Heart rate has a fast respiratory-sinus-arrhythmia component.
 _FLUCTUATIONS: Final[Mapping[Vital, tuple[_Fluctuation, ...]]] = MappingProxyType(
     {
         Vital.HEART_RATE: (_Fluctuation((60.0, 1200.0), 2.5, 8), _Fluctuation((4.0, 20.0), 1.2, 4)),
@@ -263,7 +263,7 @@ _VITAL_ORDER: Final = tuple(Vital)  # row order of the internal (vital x time) m
 _ROW: Final[Mapping[Vital, int]] = MappingProxyType({v: i for i, v in enumerate(_VITAL_ORDER)})
 
 
-# Correlation of each mechanism with the shared factor (assumption: moderate, per 1.4).
+# Correlation of each mechanism with the shared factor (assumption: moderate, per #mdma-temp).
 _COMMON_FACTOR_CORRELATION: Final = 0.5
 
 
@@ -272,8 +272,8 @@ class Reactivity:
     """How strongly this participant reacts, as standard-normal scores per mechanism.
 
     The scores share a common factor but are not identical: alpha-1 blockade lowers blood pressure
-    and temperature yet raises heart rate (Hysek 2013, 1.4), so the pressor, heart-rate and thermal
-    responses must not move in fixed ratios. A protocol's calibration turns a score into a
+    and temperature yet raises heart rate (Hysek 2013, #mdma-temp), so the pressor, heart-rate and
+    thermal responses must not move in fixed ratios. A protocol's calibration turns a score into a
     multiplier (``ProtocolCalibration.multiplier``).
     """
 
@@ -380,7 +380,7 @@ MAX_MULTIPLIER: Final = 2.5
 
 @dataclass(frozen=True, slots=True)
 class ProtocolCalibration:
-    """The numbers that shape one substance's response; each cites its clinical.md anchor.
+    """The numbers that shape one substance's response; each cites its clinical-basis section.
 
     Peak magnitudes are the cohort *mean* of each participant's peak rise over their own placebo
     course, at ``reference_mg``. Ranges are drawn uniformly per participant. Times are minutes.
@@ -426,77 +426,77 @@ class ProtocolCalibration:
 
         Capped at ``MAX_MULTIPLIER``: the log-normal tail would otherwise produce, once in a
         thousand participants, a rise no controlled study reports (no hyperpyrexia > 40 degC in
-        the lab, 1.4; maxima HR 132-148, SBP 171-200, 1.2 and 1.7).
+        the lab, #mdma-temp; maxima HR 132-148, SBP 171-200, #mdma-bp-hr).
         """
         return min(math.exp(spread * z - spread * spread / 2.0), MAX_MULTIPLIER)
 
 
 MDMA_CALIBRATION: Final = ProtocolCalibration(
-    # 125 mg is the Basel reference dose (1.1, 1.3). Half-effect at 60 mg makes 75 mg give ~82 % of
-    # the 125 mg response: Mas 1999 saw "increases of 40 mm Hg" at both doses (1.3), while Vizeli
-    # 2017 found every incidence significantly greater at 125 mg (1.1).
+    # 125 mg is the Basel reference dose. Half-effect at 60 mg makes 75 mg give ~82 % of the 125 mg
+    # response: Mas 1999 saw a rise of about 40 mmHg at both doses, while Vizeli
+    # 2017 found every incidence significantly greater at 125 mg (both #mdma-bp-hr).
     reference_mg=125.0,
     half_effect_mg=60.0,
-    # Mas 1999 (1.3, 8 men): +40 mmHg systolic and +30 bpm over placebo. Reproducing Vizeli's
-    # pooled incidences (33 % SBP > 160, 29 % HR > 100, 1.1) from baselines of 115-125 mmHg and
+    # Mas 1999 (8 men): +40 mmHg systolic and +30 bpm over placebo. Reproducing Vizeli's pooled
+    # incidences (33 % SBP > 160, 29 % HR > 100; #mdma-bp-hr) from baselines of 115-125 mmHg and
     # 60-80 bpm needs somewhat smaller cohort means; the incidences win because the detection
     # engine is scored on threshold crossings. tests/test_cohort_calibration.py reports both.
     systolic_rise_mmhg=31.0,
     heart_rate_rise_bpm=21.5,
-    # Liechti 2014 (1.4): +0.2 to +0.8 degC typically, yet > 38 degC in 19 % (1.1): a right-skewed
-    # spread (large thermogenic_spread) gives both.
+    # Liechti 2014 (#mdma-temp): +0.2 to +0.8 degC typically, yet > 38 degC in 19 % (#mdma-bp-hr):
+    # a right-skewed spread (large thermogenic_spread) gives both.
     core_rise_c=0.75,
-    # Finger skin fell 5.0 degC in one study (1.4); a wrist sensor sees less. Assumption: 1.5 degC.
+    # Finger skin fell 5.0 degC in one study (#mdma-temp); a wrist sees less. Assumption: 1.5 degC.
     skin_drop_c=1.5,
-    # Kolbrich 2008 maxima 171/102 mmHg (1.2): diastolic rises about half as much as systolic.
+    # Kolbrich 2008 maxima 171/102 mmHg (#mdma-bp-hr): diastolic rises about half the systolic rise.
     diastolic_ratio=(0.4, 0.55),
     pressor_spread=0.35,
     chronotropic_spread=0.45,
     thermogenic_spread=0.75,
     vasoconstrictor_spread=0.4,
-    # Onset 30-60 min (1.7); single peak 1-2 h post dose, no secondary peak (Kolbrich, 1.2).
+    # Onset 30-60 min; single peak 1-2 h post dose, no secondary peak (Kolbrich; #mdma-bp-hr).
     onset_min=(30.0, 60.0),
     rise_min=(35.0, 65.0),
     hold_min=(10.0, 30.0),
-    # Cardiovascular effects "largely subside within 6 hours" (1.7); subjective duration
-    # 4.2 +/- 1.3 h (1.1).
+    # Cardiovascular effects "largely subside within 6 hours" (#mdma-bp-hr); subjective duration
+    # 4.2 +/- 1.3 h (#mdma-bp-hr).
     half_decay_min=(70.0, 110.0),
-    # Core temperature peaks later than blood pressure (8.4, inference) and falls slowly.
+    # Core temperature peaks later than blood pressure (#simulator, inference) and falls slowly.
     thermal_lag_min=(10.0, 30.0),
     thermal_rise_min=(80.0, 130.0),
     thermal_half_decay_min=(100.0, 160.0),
-    # Half-dose booster 1.5-2.5 h after the first dose (1.6): no higher peak, plateau ~1 h longer
-    # (4.6 -> 5.6 h duration).
+    # Half-dose booster 1.5-2.5 h after the first dose (#mdma-booster): no higher peak, plateau ~1 h
+    # longer (4.6 -> 5.6 h duration).
     supplemental_window_h=(1.5, 2.5),
     supplemental_extension_min=(50.0, 70.0),
 )
-"""MDMA: clinical.md 1.1-1.7 and the 8.4 calibration table."""
+"""MDMA: docs/clinical-basis.md#mdma-bp-hr, #mdma-temp, #mdma-booster and the #simulator table."""
 
 PSILOCYBIN_CALIBRATION: Final = ProtocolCalibration(
-    # 25 mg reference (COMP360-type, 2.3, 2.4). The dose-response within 15-30 mg is only roughly
-    # modelled: Becker 2024's temperature incidences (7/9/17/32 %, 2.1) rise more steeply than this.
+    # 25 mg reference (COMP360-type, #psilocybin). The dose-response within 15-30 mg is only roughly
+    # modelled: Becker 2024's temperature incidences (7/9/17/32 %) rise more steeply than this.
     reference_mg=25.0,
     half_effect_mg=15.0,
-    # Mean peak SBP 145.93 +/- 19.01 mmHg (Bennett 2023, 2.3), "up to ~+20" (Bogenschutz, 2.3):
-    # a moderate mean with a wide spread.
+    # Mean peak SBP 145.93 +/- 19.01 mmHg (Bennett 2023), up to about +20 (Bogenschutz), both
+    # #psilocybin: a moderate mean with a wide spread.
     systolic_rise_mmhg=20.0,
-    # Tachycardia > 100 bpm in 7 % of administrations; "no higher than 100" (2.1, 2.3).
+    # Tachycardia > 100 bpm in 7 % of administrations; "no higher than 100" (#psilocybin).
     heart_rate_rise_bpm=12.0,
-    # Temperature > 38 degC in 17 % at 25 mg (2.1): a rise comparable to MDMA's.
+    # Temperature > 38 degC in 17 % at 25 mg (#psilocybin): a rise comparable to MDMA's.
     core_rise_c=0.62,
     skin_drop_c=0.5,
-    # Mean peaks 146/94 mmHg (Bennett, 2.3) and "+20 / +15" (Bogenschutz, 2.3): diastolic rises by
+    # Mean peaks 146/94 mmHg (Bennett) and +20 / +15 (Bogenschutz; #psilocybin): diastolic rises by
     # well over half the systolic rise, more than with MDMA.
     diastolic_ratio=(0.5, 0.75),
     pressor_spread=0.8,
     chronotropic_spread=0.5,
     thermogenic_spread=0.75,
     vasoconstrictor_spread=0.4,
-    # Onset 20-40 min (2.2); MAP raised at 60 min (Hasler, 2.3); psilocin Tmax ~2 h (2.2).
+    # Onset 20-40 min; MAP raised at 60 min (Hasler); psilocin Tmax ~2 h (#psilocybin).
     onset_min=(20.0, 40.0),
     rise_min=(40.0, 70.0),
     hold_min=(10.0, 30.0),
-    # Duration 5.5 +/- 1.6 h at 25 mg; psilocin half-life 1.4-1.8 h (2.2).
+    # Duration 5.5 +/- 1.6 h at 25 mg; psilocin half-life 1.4-1.8 h (#psilocybin).
     half_decay_min=(60.0, 100.0),
     thermal_lag_min=(10.0, 30.0),
     thermal_rise_min=(60.0, 100.0),
@@ -504,14 +504,14 @@ PSILOCYBIN_CALIBRATION: Final = ProtocolCalibration(
     supplemental_window_h=None,
     supplemental_extension_min=(0.0, 0.0),
 )
-"""Psilocybin: clinical.md 2.1-2.4 and the 8.4 calibration table."""
+"""Psilocybin: docs/clinical-basis.md#psilocybin and the #simulator table."""
 
 CALIBRATIONS: Final[Mapping[DrugProtocol, ProtocolCalibration]] = MappingProxyType(
     {DrugProtocol.MDMA: MDMA_CALIBRATION, DrugProtocol.PSILOCYBIN: PSILOCYBIN_CALIBRATION}
 )
 
-# Women are more sensitive: adverse effects significantly more common (Vizeli 2017, 1.1). The size
-# is not reported; a modest 10 % is an assumption.
+# Women are more sensitive: adverse effects significantly more common (Vizeli 2017, #mdma-bp-hr).
+# The size is not reported; a modest 10 % is an assumption.
 FEMALE_SENSITIVITY: Final = 1.10
 
 
@@ -528,14 +528,14 @@ def check_dose_schedule(protocol: DrugProtocol, doses: Sequence[Dose]) -> None:
         msg = f"{protocol} takes a single dose; no supplemental dose is calibrated"
         raise ValueError(msg)
     if len(doses) > 2:
-        msg = "at most one supplemental (booster) dose is calibrated (clinical.md 1.6)"
+        msg = "at most one supplemental (booster) dose is calibrated (docs/clinical-basis.md)"
         raise ValueError(msg)
     first, booster = sorted(doses, key=lambda dose: dose.at_s)
     after_h = (booster.at_s - first.at_s) / HOUR_S
     if not window[0] <= after_h <= window[1]:
         msg = (
             f"booster given {after_h:.2f} h after the first dose; the calibrated window is "
-            f"{window[0]}-{window[1]} h (clinical.md 1.6)"
+            f"{window[0]}-{window[1]} h (docs/clinical-basis.md)"
         )
         raise ValueError(msg)
     if booster.mg > first.mg:
@@ -554,7 +554,7 @@ class TimeCourse:
 
     A smooth rise from ``onset_s`` to ``peak_s``, a plateau for ``hold_s``, then a decline that
     reaches half the peak ``half_decay_s`` after the plateau ends. Monotone on each side, so there
-    is exactly one peak (Kolbrich, 1.2).
+    is exactly one peak (Kolbrich, #mdma-bp-hr).
     """
 
     onset_s: float
@@ -572,7 +572,7 @@ class TimeCourse:
         return result
 
     def extended(self, extra_hold_s: float) -> TimeCourse:
-        """The same course with a longer plateau (what a booster does, 1.6)."""
+        """The same course with a longer plateau (what a booster does, #mdma-booster)."""
         return TimeCourse(self.onset_s, self.peak_s, self.hold_s + extra_hold_s, self.half_decay_s)
 
 
@@ -638,7 +638,7 @@ class DrugResponse:
         first = ordered[0]
         if len(ordered) > 1:
             # A half-dose booster lengthens the plateau by about an hour without raising the peak
-            # (1.6); a smaller booster proportionally less.
+            # (#mdma-booster); a smaller booster proportionally less.
             share = min(1.0, ordered[1].mg / (0.5 * first.mg))
             pressor = pressor.extended(share * extension)
             chronotropic = chronotropic.extended(share * extension)
@@ -677,7 +677,7 @@ class DrugResponse:
         out[_ROW[Vital.DIASTOLIC_BP]] = self.diastolic_rise_mmhg * pressor
         out[_ROW[Vital.HEART_RATE]] = self.heart_rate_rise_bpm * self.chronotropic.envelope(since)
         out[_ROW[Vital.CORE_TEMPERATURE]] = self.core_rise_c * self.thermogenic.envelope(since)
-        # Peripheral vasoconstriction follows the pressor (alpha-1) response (1.4).
+        # Peripheral vasoconstriction follows the pressor (alpha-1) response (#mdma-temp).
         out[_ROW[Vital.SKIN_TEMPERATURE]] = -self.skin_drop_c * pressor
         return out
 
@@ -930,7 +930,7 @@ class _Occurrences(_ArtefactBase):
 
 
 class MotionSpikes(_Occurrences):
-    """Single-sample heart-rate jumps from movement (8.4 sensor realism; must not raise alarms)."""
+    """Single-sample heart-rate jumps from movement (#simulator; must not raise alarms)."""
 
     kind: Literal["motion_spike"] = "motion_spike"
     device: Literal[DeviceKind.HEART_RATE, DeviceKind.PULSE_OXIMETER] = DeviceKind.HEART_RATE

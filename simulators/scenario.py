@@ -8,12 +8,12 @@ Time everywhere is *session seconds*: 0 is the start of the session on the injec
 (:class:`SessionTime`), whether that clock runs in real time or accelerated x60 and more. Dosing is
 at 30 min or later so that every session has a pre-dose baseline.
 
-Ground-truth severities follow the tiers of clinical.md 8.2: ``critical`` is a condition the
-medical monitor must hear about, ``warning`` a staff alert. ``critical`` events are complete: every
-time a participant's vitals cross a limit in :data:`CRITICAL_LIMITS` there is a critical event
-(``verify_ground_truth`` checks it). ``warning`` events are listed where a scenario is built around
-them; natural warning-level excursions (MDMA pushes systolic pressure above 160 mmHg in a third of
-participants, 1.1) are not enumerated.
+Ground-truth severities follow the tiers of docs/clinical-basis.md#mdma-defaults: ``critical`` is a
+condition the medical monitor must hear about, ``warning`` a staff alert. ``critical`` events are
+complete: every time a participant's vitals cross a limit in :data:`CRITICAL_LIMITS` there is a
+critical event (``verify_ground_truth`` checks it). ``warning`` events are listed where a scenario
+is built around them; natural warning-level excursions (MDMA pushes systolic pressure above
+160 mmHg in a third of participants, docs/clinical-basis.md#mdma-bp-hr) are not enumerated.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def parse_device_name(name: str) -> tuple[DeviceKind, str] | None:
 
 
 class Severity(enum.StrEnum):
-    """``critical``: escalate to the medical monitor (8.2 high tier); ``warning``: staff alert."""
+    """``critical``: escalate to the medical monitor (high tier); ``warning``: staff alert."""
 
     CRITICAL = "critical"
     WARNING = "warning"
@@ -160,14 +160,15 @@ PARAMETER_VITAL: Final[Mapping[Parameter, Vital]] = MappingProxyType(
 
 CRITICAL_LIMITS: Final[Mapping[Parameter, tuple[float, Direction]]] = MappingProxyType(
     {
-        # Severe hypertension / hypertensive urgency, SBP >= 180 mmHg (3.4). 8.2 puts "SBP >= 180
-        # confirmed" in the medium tier and adds persistence for high; the answer key counts the
-        # crossing itself, so that the engine is scored on noticing it at all.
+        # Severe hypertension / hypertensive urgency, SBP >= 180 mmHg. docs/clinical-basis.md
+        # (#clinical-limits, #mdma-defaults) puts "SBP >= 180 confirmed" in the medium tier and adds
+        # persistence for high; the answer key counts the crossing itself, so that the engine is
+        # scored on noticing it at all.
         Parameter.SYSTOLIC_BP: (180.0, Direction.ABOVE),
-        Parameter.DIASTOLIC_BP: (120.0, Direction.ABOVE),  # ACC/AHA > 120 (3.4), 8.2 high
-        Parameter.HEART_RATE: (131.0, Direction.ABOVE),  # NEWS2 pulse score 3 (4.1), 8.2 high
-        Parameter.TEMPERATURE: (39.0, Direction.ABOVE),  # 8.2 high; NEWS2 >= 39.1 scores 2
-        Parameter.SPO2: (88.0, Direction.BELOW),  # 8.2 "<= 88 immediately"; Masimo default (6.3)
+        Parameter.DIASTOLIC_BP: (120.0, Direction.ABOVE),  # ACC/AHA > 120 (#clinical-limits), high
+        Parameter.HEART_RATE: (131.0, Direction.ABOVE),  # NEWS2 pulse score 3 (#news2), high
+        Parameter.TEMPERATURE: (39.0, Direction.ABOVE),  # high tier; NEWS2 >= 39.1 scores 2
+        Parameter.SPO2: (88.0, Direction.BELOW),  # "<=88 immediately"; Masimo default (#delays)
     }
 )
 """Single-reading limits whose every crossing must appear as a critical ground-truth event."""

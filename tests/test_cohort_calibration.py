@@ -1,19 +1,21 @@
 """The simulated population reproduces the published incidences and time courses.
 
-Targets (clinical.md 8.4):
+Targets (docs/clinical-basis.md#simulator; ``#name`` below is a section of that page):
 
-* MDMA, Vizeli & Liechti 2017 (1.1), 75 and 125 mg pooled: peak SBP > 160 mmHg in 33 %, HR > 100 bpm
-  in 29 %, body temperature > 38 degC in 19 % of subjects; all greater at 125 than at 75 mg.
-  The per-dose split of Vizeli's 166 subjects is not in clinical.md ([NOT FOUND] in 1.1); most
-  Basel studies used 125 mg, so the cohort is 1 in 4 at 75 mg and 3 in 4 at 125 mg (an assumption).
-* Peak BP and HR 1-2 h after the dose (Kolbrich, 1.2); core temperature peaks later (8.4).
-* Psilocybin 25 mg: T > 38 degC in 17 % (Becker 2024, 2.1), HR > 100 in 7 % (2.1), mean peak SBP
-  145.93 +/- 19.01 mmHg (Bennett 2023, n = 14, 2.3).
+* MDMA, Vizeli & Liechti 2017 (#mdma-bp-hr), 75 and 125 mg pooled: peak SBP > 160 mmHg in 33 %,
+  HR > 100 bpm in 29 %, body temperature > 38 degC in 19 % of subjects; all greater at 125 than
+  at 75 mg. The per-dose split of Vizeli's 166 subjects is only in the paper's full-text tables;
+  most Basel studies used 125 mg, so the cohort is 1 in 4 at 75 mg and 3 in 4 at 125 mg (an
+  assumption).
+* Peak BP and HR 1-2 h after the dose (Kolbrich, #mdma-bp-hr); core temperature peaks later.
+* Psilocybin 25 mg: T > 38 degC in 17 % (Becker 2024), HR > 100 in 7 % (Becker 2024), mean peak SBP
+  145.93 +/- 19.01 mmHg (Bennett 2023, n = 14; all #psilocybin).
 
 "Peak over the session" is taken, as in the laboratory studies, from spot measurements on a
 schedule (pre-dose, then 0.33, 0.67, 1, 1.5, 2, 2.5, 3, 4, 5 and 6 h after the dose; the exact
-Basel schedule is not in clinical.md, this one is an assumption). Continuous monitoring sees more
-exceedances than spot checks; those numbers are printed in the messages for the detection work.
+Basel schedule is not in the published abstracts, this one is an assumption). Continuous
+monitoring sees more exceedances than spot checks; those numbers are printed in the messages for
+the detection work.
 
 Tolerances: with n = 400 the binomial standard error of an incidence near 30 % is about 2.3
 percentage points (about 3.3 at n = 200). +/- 8 points is about 3 SE: wide enough that the

@@ -254,7 +254,8 @@ async def test_malformed_notifications_are_kept_counted_and_the_stream_goes_on(
     recorder = Recorder()
     strap = await started(radio, DeviceKind.HEART_RATE)
     assert isinstance(strap, ChestStrap)
-    malformed = ["012c", "", "0848", "1048"]  # ble.md H10-H13: cut, empty, EE missing, no RR
+    # Vectors H10-H13 of test_gatt_vectors.py: cut, empty, energy expended missing, no RR values.
+    malformed = ["012c", "", "0848", "1048"]
     settings = ConnectorSettings(connect_timeout_s=2.0, malformed_rate_limit=3)
     async with running(radio, [binding(DeviceKind.HEART_RATE)], recorder, settings) as connector:
         await subscribed(strap, DeviceKind.HEART_RATE)

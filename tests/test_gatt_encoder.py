@@ -1,4 +1,4 @@
-"""The simulator encoder reproduces every well-formed vector of ble.md Part 1 byte for byte."""
+"""The simulator encoder reproduces every well-formed vector of test_gatt_vectors byte for byte."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Every flag combination is generated (each optional field present or absent, both HR widths, both
 units, every contact state, random status bits including reserved ones, special values in any
 SFLOAT/FLOAT field, RFU flag bits with trailing bytes). Expectations are computed here from the
-spec (ble.md Part 1), never from the decoder: numbers exactly as ``mantissa * 10**exponent``.
+SIG spec (docs/gatt.md), never from the decoder: numbers exactly as ``mantissa * 10**exponent``.
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def test_special_values_decode_to_sentinels_and_are_named() -> None:
 
 
 def test_special_patterns_only_at_exponent_zero() -> None:
-    """ble.md: every special value has exponent 0, so 0x17FF is 20470 (S12) and the NXP
+    """IEEE 11073-20601: every special value has exponent 0, so 0x17FF is 20470 (S12) and the NXP
     "NaN" 0x07FFFFFF is -10,000,000 (F8)."""
     assert gatt.decode_sfloat(0x17FF) == 20470.0
     assert gatt.sfloat_special(0x17FF) is None

@@ -1,4 +1,5 @@
-"""The ble.md Part 1 test vectors, and the parser policy around them (docs/gatt.md)."""
+"""Hand-checked vectors from the Bluetooth SIG and IEEE 11073-20601 formats, and the parser policy
+around them (docs/gatt.md)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ SFLOAT_VECTORS = [
     pytest.param("FE 07", INF, SpecialValue.POSITIVE_INFINITY, id="S9"),
     pytest.param("02 08", -INF, SpecialValue.NEGATIVE_INFINITY, id="S10"),
     pytest.param("01 08", NAN, SpecialValue.RESERVED, id="S11"),
-    # ble.md note: special values need exponent 0, so 0x17FF is 2047 x 10, not NaN.
+    # IEEE 11073-20601: special values need exponent 0, so 0x17FF is 2047 x 10, not NaN.
     pytest.param("FF 17", 20470.0, None, id="S12"),
 ]
 
@@ -99,7 +100,7 @@ FLOAT_VECTORS = [
     pytest.param("FE FF 7F 00", INF, SpecialValue.POSITIVE_INFINITY, id="F5"),
     pytest.param("02 00 80 00", -INF, SpecialValue.NEGATIVE_INFINITY, id="F6"),
     pytest.param("01 00 80 00", NAN, SpecialValue.RESERVED, id="F7"),
-    # ble.md note: the NXP header's "NaN" 0x07FFFFFF is really m=-1, exp=+7.
+    # By IEEE 11073-20601, 0x07FFFFFF (an NXP SDK header's "NaN") is really m=-1, exp=+7.
     pytest.param("FF FF FF 07", -10_000_000.0, None, id="F8"),
 ]
 

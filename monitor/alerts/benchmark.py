@@ -95,7 +95,7 @@ def _limit(
 
 
 def _participant_rules(index: int) -> list[CompiledRule]:
-    """MDMA defaults (clinical.md 8.2); every 10th participant has a lower HR tier, every 7th
+    """MDMA defaults (docs/clinical-basis.md); every 10th participant has a lower HR tier, every 7th
     has no temperature trend rule."""
     hr_low_tier = 95.0 if index % 10 == 0 else 100.0
     rules = [

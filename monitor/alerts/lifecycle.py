@@ -60,7 +60,7 @@ PAUSE_RULE = "alarm-pause"
 
 DEFAULT_PAUSE_S = 120
 MAX_PAUSE_S = 900
-"""A pause can never be indefinite (clinical.md 5.5: standby without a limit has killed)."""
+"""A pause is never indefinite: unlimited standby has killed (docs/clinical-basis.md#technical)."""
 
 _ALARM_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:session-vitals-monitor:alarm")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

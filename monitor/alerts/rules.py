@@ -232,7 +232,7 @@ class BaselineSettings:
 
 @dataclass(frozen=True, slots=True)
 class EscalationSettings:
-    """Unacknowledged-alarm timers (clinical.md 8.2)."""
+    """Unacknowledged-alarm timers (docs/clinical-basis.md#escalation)."""
 
     medium_to_high_s: int = 300
     high_to_backup_s: int = 120

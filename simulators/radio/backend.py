@@ -2,8 +2,9 @@
 
 Behaviour mirrors the real backends (BlueZ first): not-found fails with
 ``BleakDeviceNotFoundError``, the disconnected callback fires on every disconnect and clears
-``services``, ATT errors surface as ``BleakGATTProtocolError``. "Trap N" comments refer to the
-numbered traps in ``shared/reference/ble.md`` Part 2.
+``services``, ATT errors surface as ``BleakGATTProtocolError``. "Trap N" comments name a pitfall
+of bumble under bleak where it is worked around; the number only ties together the comments about
+one trap across ``radio.py``, ``backend.py`` and ``peripheral.py``.
 """
 
 from __future__ import annotations
