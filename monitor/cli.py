@@ -2,8 +2,7 @@
 
 Exit status: 0 on success, 2 for bad input (config, arguments), 3 when a service it needs cannot
 be used (the broker refuses the credentials or its certificate does not verify, the store cannot
-be opened), 130 when
-stopped by SIGINT/SIGTERM, 1 for anything unexpected.
+be opened), 130 when stopped by SIGINT/SIGTERM, 1 for anything unexpected.
 """
 
 from __future__ import annotations
