@@ -135,12 +135,12 @@ async def _session(
     far = dt.datetime(9999, 12, 31, 23, 59, tzinfo=dt.UTC)
     await client.publish(topic, batch(3, spo2(97.0, far)), qos=1)
     await client.publish(
-        f"{BASE}/commands/{SESSION}/dose",
+        f"{BASE}/commands/{SESSION}/dose/local",
         command("dose", given_at=(now + dt.timedelta(hours=2)).isoformat()),
         qos=1,
     )
     await client.publish(
-        f"{BASE}/commands/{SESSION}/consciousness",
+        f"{BASE}/commands/{SESSION}/consciousness/local",
         command("consciousness", level="pain", observed_at=far.isoformat()),
         qos=1,
     )
