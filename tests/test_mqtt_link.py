@@ -443,6 +443,69 @@ async def test_a_clean_stop_says_offline_itself(tmp_path: Path) -> None:
         assert (status.state, status.reason) == ("offline", "shutdown")
 
 
+class _Relay:
+    """A TCP relay to the broker that can go deaf: while ``deaf``, nothing from the broker
+    reaches the client (no acknowledgement, no ping response), as on a half-dead network path,
+    and the client must give up on the connection itself."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.deaf = False
+        self.port = free_port()
+
+    async def __aenter__(self) -> _Relay:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._pipe(reader, up_writer, from_broker=False))
+                group.create_task(self._pipe(up_reader, writer, from_broker=True))
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, from_broker: bool
+    ) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                if not (from_broker and self.deaf):
+                    writer.write(data)
+                    await writer.drain()
+        writer.close()  # a plain close: the broker sees whatever the client sent, no more
+
+
+@pytest.mark.timeout(60)
+async def test_a_connection_the_link_gives_up_on_leaves_the_status_offline(
+    tmp_path: Path,
+) -> None:
+    """A link whose acknowledgement times out ends the connection itself; the broker must then
+    publish its last will, not treat it as a clean stop and keep showing ``online``."""
+    async with broker(tmp_path / "broker") as server, _Relay(server.port) as relay:
+        dashboard = link(server.port, "dashboard")
+        statuses = dashboard.subscribe(TOPICS.status_filter)
+        detector = link(
+            relay.port, "detector", status_topic=TOPICS.status("detector"), ack_timeout_s=1.0
+        )
+        async with dashboard, detector:
+            async with asyncio.timeout(10):
+                await detector.wait_connected()
+            first = ServiceStatus.model_validate_json((await next_message(statuses)).payload)
+            assert first.state == "online"
+            relay.deaf = True
+            detector.publish(TOPICS.alarms(SESSION, "P-001"), b"{}")
+            async with asyncio.timeout(10):
+                await detector.wait_disconnected()
+            relay.deaf = False
+            after = ServiceStatus.model_validate_json((await next_message(statuses)).payload)
+            assert (after.state, after.reason) == ("offline", "connection_lost")
+            again = ServiceStatus.model_validate_json((await next_message(statuses)).payload)
+            assert again.state == "online"  # and back once it has reconnected
+
+
 async def _v311_only(upstream: int) -> tuple[asyncio.Server, int]:
     """A stand-in for a broker that speaks only MQTT 3.1.1: it refuses a version 5 CONNECT the
     way such a broker does (CONNACK, return code 1) and passes everything else to Mosquitto.
