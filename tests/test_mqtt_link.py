@@ -276,6 +276,95 @@ async def test_ten_thousand_garbage_commands_do_not_stop_the_channel(tmp_path: P
     assert [answer.ok for answer in answers if answer.command_id == "final"] == [True, True]
 
 
+@pytest.mark.timeout(60)
+async def test_valid_commands_keep_their_order_in_a_flood_and_the_bound_drops_are_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Staff commands among junk come out in the order sent; what a full intake has to drop is
+    counted and logged, never lost silently."""
+    topic = TOPICS.command(SESSION, "acknowledge")
+
+    def flood(sender: MqttLink) -> list[str]:
+        """2,000 commands, every 100th a valid one; returns those, in the order sent."""
+        valid = []
+        for index in range(2_000):
+            if index % 100 == 99:
+                valid.append(f"staff-{index}")
+                sender.publish(topic, json.dumps(_ack(valid[-1])).encode())
+            else:
+                sender.publish(topic, b'{"kind": ')
+        return valid
+
+    async with broker(tmp_path / "broker") as server:
+        sender = link(server.port, "dashboard-flood", outbox_capacity=20_000)
+        taking = link(server.port, "detector-commands")
+        channel = CommandChannel(taking, TOPICS)
+        async with sender:
+            async with taking:
+                async with asyncio.timeout(10):
+                    await sender.wait_connected()
+                    await taking.wait_connected()
+                sent = flood(sender)
+                taken: list[str] = []
+                async with asyncio.timeout(20):
+                    async for command in channel:
+                        taken.append(command.command_id)
+                        if len(taken) == len(sent):
+                            break
+            assert taken == sent
+            assert (channel.dropped, channel.stats.errors) == (0, {"invalid_json": 1_980})
+
+            stalled = link(server.port, "stalled-commands")
+            full = CommandChannel(stalled, TOPICS, capacity=100)
+            async with stalled:
+                async with asyncio.timeout(10):
+                    await stalled.wait_connected()
+                flood(sender)  # nobody takes commands: the intake fills up
+                async with asyncio.timeout(20):
+                    await sender.drain()
+                    while full.backlog + full.dropped < 2_000:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)  # counted as the link routes: no event
+    assert (full.backlog, full.dropped) == (100, 1_900)
+    assert "subscription vitals/SITE-1/commands/+/+ is full" in caplog.text
+
+
+@pytest.mark.timeout(60)
+async def test_a_retired_filter_left_in_a_persistent_session_is_unsubscribed(
+    tmp_path: Path,
+) -> None:
+    """The detector's session from before the command intake had its own connection still
+    subscribes to commands: the broker would go on queueing a flood there."""
+    async with broker(tmp_path / "broker") as server:
+        older = link(server.port, "detector")
+        older.subscribe(TOPICS.commands_filter)
+        async with older:
+            async with asyncio.timeout(10):
+                await older.wait_connected()
+        detector = link(server.port, "detector", retired_filters=(TOPICS.commands_filter,))
+        status = detector.subscribe(TOPICS.status_filter)
+        sender = link(server.port, "dashboard")
+        async with detector, sender:
+            async with asyncio.timeout(10):
+                await detector.wait_connected()
+            sender.publish(TOPICS.command(SESSION, "acknowledge"), b"{}")
+            sender.publish(TOPICS.status("other"), b"{}", retain=True)
+            await next_message(status)  # sent after the command: the command would be here
+        assert detector.stats.session_present
+        assert (detector.stats.received, detector.stats.unrouted) == (1, 0)
+
+
+def _ack(command_id: str) -> dict[str, object]:
+    return {
+        "schema_version": 1,
+        "kind": "acknowledge",
+        "command_id": command_id,
+        "session": SESSION,
+        "staff": "RN-07",
+        "issued_at": "2025-03-01T09:00:00Z",
+        "alarm_id": "5a0c35c4-2f7e-5d43-9a55-0d6a7c1f3b21",
+    }
+
+
 def _rule_set() -> RuleSet:
     rule = CompiledRule(
         id="hr-high",
