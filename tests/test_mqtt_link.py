@@ -329,6 +329,30 @@ async def test_valid_commands_keep_their_order_in_a_flood_and_the_bound_drops_ar
 
 
 @pytest.mark.timeout(60)
+async def test_a_flood_on_one_session_does_not_take_the_turn_of_another(tmp_path: Path) -> None:
+    async with broker(tmp_path / "broker") as server:
+        sender = link(server.port, "dashboard-flood", outbox_capacity=20_000)
+        detector = link(server.port, "detector-commands")
+        channel = CommandChannel(detector, TOPICS, capacity=2_000, session_capacity=50)
+        async with sender, detector:
+            async with asyncio.timeout(10):
+                await sender.wait_connected()
+                await detector.wait_connected()
+            for _ in range(1_000):
+                sender.publish(TOPICS.command(SESSION, "acknowledge"), b'{"kind": ')
+            other = _ack("other-session") | {"session": "S-2"}
+            sender.publish(TOPICS.command("S-2", "acknowledge"), json.dumps(other).encode())
+            async with asyncio.timeout(20):
+                await sender.drain()
+                while channel.backlog < 1_001:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)  # counted as the link routes: no event
+                first = await anext(aiter(channel))
+    assert (first.session, first.command_id) == ("S-2", "other-session")
+    assert channel.stats.received == 2  # one of S-1's junk, then S-2's turn
+    assert channel.dropped == 950  # S-1 beyond its 50
+
+
+@pytest.mark.timeout(60)
 async def test_a_retired_filter_left_in_a_persistent_session_is_unsubscribed(
     tmp_path: Path,
 ) -> None:

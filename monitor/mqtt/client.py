@@ -63,7 +63,7 @@ from monitor.mqtt.payloads import (
     describe_validation_error,
     parse_command,
 )
-from monitor.mqtt.topics import Topics, topic_matches
+from monitor.mqtt.topics import Topics, command_target, topic_matches
 from monitor.mqtt.tracking import BatchNumbering, EscalationTracker, SequenceTracker
 from monitor.throttle import LogThrottle
 
@@ -76,6 +76,7 @@ __all__ = [
     "INTAKE_BATCH",
     "MQTT_URL_ENV",
     "REFUSAL_REPLY_INTERVAL_S",
+    "SESSION_INTAKE_CAPACITY",
     "AlarmPublisher",
     "Backoff",
     "CommandChannel",
@@ -124,6 +125,9 @@ its end (``CommandReply.refused`` says how many it answers)."""
 COMMAND_INTAKE_CAPACITY = 1_000
 """Commands received and not yet handled; beyond it the newest is dropped, counted and logged
 (the broker holds a backlog, this only bounds what the service holds in memory)."""
+SESSION_INTAKE_CAPACITY = 200
+"""Commands of one session waiting their turn; beyond it the session's newest is dropped (counted,
+logged), so a flood on one session cannot take the others' places."""
 INTAKE_BATCH = 64
 """Commands handled before the channel yields to the event loop, so a backlog is taken in
 slices between which detection and publishing run."""
@@ -239,6 +243,13 @@ class Subscription:
 
     def __len__(self) -> int:
         return self._queue.qsize()
+
+    def get_nowait(self) -> Incoming | None:
+        """The next message if one is waiting, else ``None``."""
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
 
 
 def _tls_context(files: MqttTls | None) -> ssl.SSLContext:
@@ -863,9 +874,12 @@ class CommandChannel:
     of its own (``MqttLink.from_config(..., intake=True)``): the broker then queues a backlog or a
     flood of commands behind commands only, and replies never wait in the alarms' outbox.
 
-    Intake is bounded: at most ``capacity`` received commands are held (then the newest is
-    dropped, counted in :attr:`dropped` and logged at ERROR level), and the channel yields to the
-    event loop every ``INTAKE_BATCH`` messages. A command that does not parse is refused; per
+    Intake is bounded: at most ``capacity`` received commands are held, at most
+    ``session_capacity`` of one session (the topic's session level); beyond that the newest is
+    dropped, counted in :attr:`dropped` and logged at ERROR level. Sessions take turns, one
+    command each, so a flood on one delays the others by at most one command per flooded session;
+    a session's commands keep their order. The channel yields to the event loop every
+    ``INTAKE_BATCH`` messages. A command that does not parse is refused; per
     session (reply topic) the first refusal is answered at once and the ones within the next
     ``refusal_interval_s`` by one summary reply at its end, so a flood of N junk commands costs a
     reply a second, not N. Every refusal is counted per error code and summarised in the log.
@@ -880,6 +894,7 @@ class CommandChannel:
         *,
         refusal_interval_s: float = REFUSAL_REPLY_INTERVAL_S,
         capacity: int = COMMAND_INTAKE_CAPACITY,
+        session_capacity: int = SESSION_INTAKE_CAPACITY,
         remember: int = 4096,
         clock: Clock | None = None,
     ) -> None:
@@ -887,6 +902,12 @@ class CommandChannel:
         self.stats = CommandStats()
         self._link = link
         self._subscription = link.subscribe(topics.commands_filter, qos=1, capacity=capacity)
+        self._capacity = capacity
+        self._session_capacity = session_capacity
+        self._turns: OrderedDict[str, collections.deque[Incoming]] = OrderedDict()
+        self._waiting = 0  # messages in self._turns
+        self._turn_drops = 0
+        self._drop_log = LogThrottle(10.0)
         self._clock: Clock = clock or SystemClock()
         self._interval_s = refusal_interval_s
         self._answered: dict[str | None, float] = {}  # session -> when a refusal was last answered
@@ -898,12 +919,12 @@ class CommandChannel:
     @property
     def dropped(self) -> int:
         """Commands the full intake had to drop (each logged, none carried out or answered)."""
-        return self._subscription.dropped
+        return self._subscription.dropped + self._turn_drops
 
     @property
     def backlog(self) -> int:
         """Commands received and not yet handled."""
-        return len(self._subscription)
+        return len(self._subscription) + self._waiting
 
     @property
     def connected(self) -> bool:
@@ -930,9 +951,13 @@ class CommandChannel:
             self._answer_held(math.inf)
 
     async def _next(self) -> Incoming | None:
-        """The next message, or ``None`` once a summary reply fell due meanwhile."""
+        """The next message, sessions in turn, or ``None`` once a summary reply fell due."""
         now = self._clock.monotonic()
         self._answer_held(now)
+        while (waiting := self._subscription.get_nowait()) is not None:
+            self._queue(waiting)
+        if self._turns:
+            return self._next_turn()
         due = min((held.due for held in self._held.values()), default=None)
         if due is None:
             return await anext(self._subscription)
@@ -941,6 +966,39 @@ class CommandChannel:
                 return await anext(self._subscription)
         except TimeoutError:
             return None
+
+    def _queue(self, message: Incoming) -> None:
+        """Behind the earlier commands of its session (the topic's level, as yet unchecked)."""
+        target = command_target(message.topic)
+        session = "" if target is None else target[0]
+        queue = self._turns.get(session)
+        if queue is None:
+            queue = self._turns[session] = collections.deque()
+        if len(queue) >= self._session_capacity or self._waiting >= self._capacity:
+            self._turn_drops += 1
+            if self._drop_log.ready(self._clock.monotonic()):
+                _log.error(
+                    "command intake full (%d of one session, %d in all): dropped %d command(s) "
+                    "so far, neither carried out nor answered",
+                    self._session_capacity,
+                    self._capacity,
+                    self.dropped,
+                )
+            if not queue:
+                del self._turns[session]
+            return
+        queue.append(message)
+        self._waiting += 1
+
+    def _next_turn(self) -> Incoming:
+        session, queue = next(iter(self._turns.items()))
+        message = queue.popleft()
+        self._waiting -= 1
+        if queue:
+            self._turns.move_to_end(session)
+        else:
+            del self._turns[session]
+        return message
 
     def _accept(self, message: Incoming) -> Command | None:
         self.stats.received += 1

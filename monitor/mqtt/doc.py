@@ -35,6 +35,7 @@ from monitor.mqtt.client import (
     DEFAULT_OUTBOX_CAPACITY,
     INTAKE_BATCH,
     REFUSAL_REPLY_INTERVAL_S,
+    SESSION_INTAKE_CAPACITY,
     Backoff,
 )
 from monitor.mqtt.contract import TOPICS, Role, TopicSpec
@@ -421,11 +422,14 @@ def _connection_section() -> list[str]:
         f"alarms (10,000 queued junk commands knocked it off the broker). Now a flood can only "
         f"delay commands: the connection that carries readings, alarms, snapshots and status "
         f"never subscribes to commands (it unsubscribes them on every connect, for a session an "
-        f"older version left subscribed). Intake is bounded: at most "
-        f"{COMMAND_INTAKE_CAPACITY} received commands wait to be handled; beyond that the "
-        f"newest is dropped, neither carried out nor answered, counted "
-        f"(`monitor_command_dropped_total`) and logged at ERROR. The service handles them in "
-        f"slices of {INTAKE_BATCH} between which detection and publishing run. "
+        f"older version left subscribed). Intake is bounded per session: at most "
+        f"{COMMAND_INTAKE_CAPACITY} received commands wait to be handled, at most "
+        f"{SESSION_INTAKE_CAPACITY} of one session (the topic's session level); beyond that "
+        f"the newest is dropped, neither carried out nor answered, counted "
+        f"(`monitor_command_dropped_total`) and logged at ERROR. Sessions take turns, one "
+        f"command each, so a flood on one session cannot hold back another's; a session's "
+        f"commands keep their order. The service handles them in slices of {INTAKE_BATCH} "
+        f"between which detection and publishing run. "
         f"`monitor_command_backlog` and `monitor_mqtt_intake_connected` are on `/metrics`.",
         "- **Gateways** (`monitor gateway`, one per BLE adapter: a room, about ten links) "
         f"publish every {BATCH_INTERVAL_S * 1000:g} ms what their wearables sent as one "
