@@ -10,9 +10,10 @@ so the broker keeps QoS 1 subscriptions and queues commands while the service is
 
 :class:`CommandChannel` turns the command topics into a stream of parsed commands that nothing
 can stop: garbage is counted and answered (coalesced per session), duplicates are answered again
-without being carried out twice. It reads on a link of its own (:meth:`MqttLink.command_intake`,
-another client id and persistent session), so a backlog or a flood of commands queues at the broker
-behind commands only, never in front of the readings the detector needs or the alarms it sends.
+without being carried out twice. It reads on a link of its own
+(``MqttLink.from_config(..., intake=True)``: another client id and persistent session), so a
+backlog or a flood of commands queues at the broker behind commands only, never in front of the
+readings the detector needs or the alarms it sends.
 
 :class:`VitalsFeed` does the same for the gateways' readings and device events: parsed,
 deduplicated and counted (lost, late, malformed), handed to callbacks as a BLE connector would.
@@ -121,7 +122,7 @@ DEFAULT_OUTBOX_CAPACITY = 50_000
 REFUSAL_REPLY_INTERVAL_S = 1.0
 """Per session, at most one reply to refused (unparseable) commands per this much wall time: the
 first refusal is answered at once, the ones after it within the interval by one summary reply at
-its end (``CommandReply.refused`` says how many it answers)."""
+its end (``CommandReply.answers`` says how many it answers)."""
 COMMAND_INTAKE_CAPACITY = 1_000
 """Commands received and not yet handled; beyond it the newest is dropped, counted and logged
 (the broker holds a backlog, this only bounds what the service holds in memory)."""
@@ -869,10 +870,11 @@ class _Held:
 class CommandChannel:
     """Commands from dashboards: parsed, deduplicated, answered; garbage never stops it.
 
-    Iterating yields only valid, new commands, in the order they arrived; the service carries
-    each out and answers with :meth:`reply` (``reply_ok`` / ``reply_for_error``). Give it a link
-    of its own (``MqttLink.from_config(..., intake=True)``): the broker then queues a backlog or a
-    flood of commands behind commands only, and replies never wait in the alarms' outbox.
+    Iterating yields only valid, new commands, each session's in the order they arrived; the
+    service carries each out and answers with :meth:`reply` (``reply_ok`` /
+    ``reply_for_error``). Give it a link of its own (``MqttLink.from_config(..., intake=True)``):
+    the broker then queues a backlog or a flood of commands behind commands only, and replies
+    never wait in the alarms' outbox.
 
     Intake is bounded: at most ``capacity`` received commands are held, at most
     ``session_capacity`` of one session (the topic's session level); beyond that the newest is
