@@ -557,7 +557,12 @@ def test_garbage_on_the_command_topics_changes_nothing(flood: Flood) -> None:
     assert not [a for a in flood.alarms if a.acknowledged_by]
     assert flood.replies, "no error reply at all"
     assert not [r for r in flood.replies if r.ok]
-    codes = {r.error for r in flood.replies}
+    # a summary reply's error is its most common code; its reason counts every code
+    codes = {
+        code
+        for code in ErrorCode
+        if any(r.error is code or f"{code} " in (r.reason or "") for r in flood.replies)
+    }
     assert codes >= {
         ErrorCode.INVALID_JSON,
         ErrorCode.UNSUPPORTED_SCHEMA_VERSION,
@@ -575,14 +580,15 @@ def test_replies_to_garbage_are_coalesced_per_session_and_account_for_every_refu
     flood: Flood,
 ) -> None:
     """About one reply a second for the one session flooded, and their ``answers`` add up to
-    every unparseable command sent (five kinds of six), less any the full intake dropped."""
+    every unparseable command sent (five kinds of six), less those the full intake dropped
+    (counted, of every kind)."""
     unparsed = [r for r in flood.replies if not r.ok and r.error is not ErrorCode.UNKNOWN_ALARM]
     limit = 2 + (flood.sent_s + 30) / REFUSAL_REPLY_INTERVAL_S  # generous: the whole run
     assert len(unparsed) <= limit, (len(unparsed), limit)
     assert any(r.answers > 1 for r in unparsed), "no summary reply"
     sent = sum(garbage_kind(index) != "unknown_alarm" for index in range(GARBAGE))
-    dropped = flood.last_metrics["monitor_command_dropped_total"]
-    assert sum(r.answers for r in unparsed) + dropped == sent
+    dropped = flood.last_metrics["monitor_command_dropped_total"]  # of every kind
+    assert sent - dropped <= sum(r.answers for r in unparsed) <= sent
 
 
 @pytest.mark.timeout(120)
