@@ -5,7 +5,8 @@
 a reading that is due to raise a high alarm at once (SpO2 at or below 88 %, ``delay_s = 0``), and
 an independent subscriber measures when the alarm event arrives. First with 10,000 invalid
 commands queued for the detector while it was away, then under a live flood of 5,000 commands a
-second from a separate process.
+second (acknowledged by the broker) from a separate process: half invalid JSON, half well-formed
+acknowledgements of an unknown alarm, which the detector carries out and answers one by one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import pytest
 from monitor.models import AlarmPriority, AlarmState, Parameter, Reading, ReadingKind
 from monitor.mqtt.payloads import AlarmMessage, ServiceState, ServiceStatus
 from monitor.mqtt.tracking import BatchNumbering
-from tests.services import Mosquitto
+from tests.services import Mosquitto, free_port
+from tests.test_service_faults import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "vitals/DEMO"
@@ -47,6 +49,15 @@ port, rate, topic, session = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], 
 client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="flooder")
 client.max_inflight_messages_set(1000)
 client.max_queued_messages_set(0)
+acked = 0
+
+
+def on_publish(*_):
+    global acked
+    acked += 1
+
+
+client.on_publish = on_publish
 client.connect("127.0.0.1", port)
 client.loop_start()
 began = time.monotonic()
@@ -67,16 +78,16 @@ while True:
         sent += 1
     now = time.monotonic()
     if now - reported >= 0.25:
-        print(sent, now - began, flush=True)
+        print(acked, now - began, flush=True)  # what the broker took, not just what was sent
         reported = now
     time.sleep(0.002)
 """
 
 
-async def detector(port: int, store: Path) -> asyncio.subprocess.Process:
+async def detector(port: int, store: Path, http: int) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "monitor", "detect", "--config", "config/demo.toml"),
-        *("--store", str(store), "--duration", "120"),
+        *("--store", str(store), "--duration", "120", "--http", f"127.0.0.1:{http}"),
         cwd=ROOT,
         env={
             **os.environ,
@@ -86,6 +97,11 @@ async def detector(port: int, store: Path) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+def refused(port: int) -> float:
+    """``monitor_command_rejected_total`` from the detector's /metrics (0 until it answers)."""
+    return (read_metrics(port) or {}).get("monitor_command_rejected_total", 0.0)
 
 
 async def stopped(process: asyncio.subprocess.Process) -> str:
@@ -204,7 +220,7 @@ async def test_a_high_alarm_reaches_a_subscriber_in_time_despite_a_command_backl
     with Mosquitto(tmp_path / "broker", extra_config=BROKER) as broker:
         # A first run makes the detector's persistent session(s) on the broker, then it goes away.
         async with watching(broker.port) as watcher:
-            first = await detector(broker.port, store)
+            first = await detector(broker.port, store, free_port())
             async with asyncio.timeout(30):
                 await watcher.online.wait()
             log = await stopped(first)
@@ -212,16 +228,21 @@ async def test_a_high_alarm_reaches_a_subscriber_in_time_despite_a_command_backl
         await queue_backlog(broker.port)
 
         numbering = BatchNumbering("gw-test")
+        http = free_port()
         async with (
             watching(broker.port) as watcher,
             aiomqtt.Client("127.0.0.1", broker.port, identifier="gw-test") as gateway,
         ):
-            second = await detector(broker.port, store)
+            second = await detector(broker.port, store, http)
             try:
                 async with asyncio.timeout(30):
                     await watcher.detecting.wait()
                 planted_at = await plant_low_spo2(gateway, numbering, "P-001")
                 backlog_delay = await watcher.alarm_delay("P-001", planted_at, timeout_s=10)
+                # and the backlog was really there: the detector refuses every queued command
+                async with asyncio.timeout(20):
+                    while (await asyncio.to_thread(refused, http)) < BACKLOG:  # noqa: ASYNC110
+                        await asyncio.sleep(0.1)  # the metrics page has no other signal
 
                 flooder = await asyncio.create_subprocess_exec(
                     *(sys.executable, "-c", FLOODER, str(broker.port), str(FLOOD_RATE)),
