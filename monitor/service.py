@@ -27,6 +27,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import sys
@@ -245,10 +246,20 @@ class Service:
             else:
                 self.summary.mqtt_url = f"{mqtt.host}:{mqtt.port}"
             topics = Topics(mqtt.topic_root, site)
-            link = MqttLink.from_config(
-                mqtt, topics=topics, service=DETECTOR_NAME, secrets=secrets, protocol=protocol
+            detector_link = functools.partial(
+                MqttLink.from_config,
+                mqtt,
+                topics=topics,
+                service=DETECTOR_NAME,
+                secrets=secrets,
+                protocol=protocol,
             )
-            await stack.enter_async_context(link)
+            # Commands come in on a connection (and broker session) of their own: a backlog or
+            # flood of them can then only delay commands, never readings or alarms.
+            link = await stack.enter_async_context(
+                detector_link(retired_filters=(topics.commands_filter,))
+            )
+            intake = await stack.enter_async_context(detector_link(intake=True))
             alarms = AlarmPublisher(link, topics)
             vitals = None
             feed = None
@@ -259,8 +270,8 @@ class Service:
                 self.summary.gateways = feed
             else:
                 vitals = GatewayPublisher(link, topics, BatchNumbering(DETECTOR_NAME))
-            commands = CommandChannel(  # its rate limit is wall time, not session
-                link, topics, StaffDirectory.from_config(self.config)
+            commands = CommandChannel(  # its intervals are wall time, not session
+                intake, topics, StaffDirectory.from_config(self.config)
             )
             writer = None
             if influx is not None:
@@ -390,6 +401,26 @@ class Service:
                 f"readings and commands stamped more than {MAX_CLOCK_SKEW_S:g} s ahead of the "
                 "clock, refused by detection",
                 lambda: sum(pipeline.stats.future for pipeline in self._pipelines.values()),
+            ),
+            (
+                "monitor_command_dropped_total",
+                "command messages dropped by the full intake (neither carried out nor answered)",
+                lambda: commands.dropped,
+            ),
+            (
+                "monitor_command_refusals_coalesced_total",
+                "refused command messages answered by a per-session summary reply",
+                lambda: commands.stats.refusals_coalesced,
+            ),
+            (
+                "monitor_command_backlog",
+                "command messages received and not yet handled",
+                lambda: commands.backlog,
+            ),
+            (
+                "monitor_mqtt_intake_connected",
+                "1 while the command intake's own broker connection is up",
+                lambda: commands.connected,
             ),
             (
                 "monitor_decode_errors_total",
@@ -640,8 +671,10 @@ class Service:
         self._wake.set()
 
     async def _serve_commands(self, commands: CommandChannel, sinks: _Sinks) -> None:
-        async for command in commands:
-            await _to_completion(self._carry_out(command, commands, sinks))
+        """Carry out commands in arrival order; closing the stream answers refusals it holds."""
+        async with contextlib.aclosing(aiter(commands)) as stream:
+            async for command in stream:
+                await _to_completion(self._carry_out(command, commands, sinks))
 
     async def _carry_out(self, command: Command, commands: CommandChannel, sinks: _Sinks) -> None:
         pipeline = self._pipelines.get(command.session)

@@ -237,10 +237,15 @@ async def test_ten_thousand_garbage_commands_do_not_stop_the_channel(tmp_path: P
                 sender.publish(ack_topic, json.dumps(valid).encode())  # a redelivery
 
                 answers: list[CommandReply] = []
+
+                def answered() -> bool:
+                    refused = sum(answer.answers for answer in answers if not answer.ok)
+                    return sum(a.command_id == "final" for a in answers) == 2 and refused == 10_001
+
                 async with asyncio.timeout(30):
                     async for message in replies:
                         answers.append(CommandReply.model_validate_json(message.payload))
-                        if sum(answer.command_id == "final" for answer in answers) == 2:
+                        if answered():
                             break
                 assert not serving.done()
                 assert detector.is_connected
@@ -261,15 +266,132 @@ async def test_ten_thousand_garbage_commands_do_not_stop_the_channel(tmp_path: P
         "topic_mismatch",
         "retained",
     }
-    assert stats.error_replies + stats.error_replies_suppressed == 10_001
-    assert stats.error_replies >= 20  # the burst, then the rate
-    assert stats.error_replies_suppressed > 9_000
+    # one session flooded: a reply at once, then about one summary a second (coalesced)
+    assert stats.error_replies < 30
+    assert stats.refusals_coalesced > 9_900
+    assert channel.dropped == 0
     assert (stats.commands, stats.duplicates) == (1, 1)
     assert [command.command_id for command in carried_out] == ["final"]
     errors = [answer for answer in answers if not answer.ok]
     assert len(errors) == stats.error_replies
+    assert sum(error.answers for error in errors) == 10_001
     assert errors[0].error == "retained"
     assert [answer.ok for answer in answers if answer.command_id == "final"] == [True, True]
+
+
+@pytest.mark.timeout(60)
+async def test_valid_commands_keep_their_order_in_a_flood_and_the_bound_drops_are_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Staff commands among junk come out in the order sent; what a full intake has to drop is
+    counted and logged, never lost silently."""
+    topic = TOPICS.command(SESSION, "acknowledge", ACCOUNT)
+
+    def flood(sender: MqttLink) -> list[str]:
+        """2,000 commands, every 100th a valid one; returns those, in the order sent."""
+        valid = []
+        for index in range(2_000):
+            if index % 100 == 99:
+                valid.append(f"staff-{index}")
+                sender.publish(topic, json.dumps(_ack(valid[-1])).encode())
+            else:
+                sender.publish(topic, b'{"kind": ')
+        return valid
+
+    async with broker(tmp_path / "broker") as server:
+        sender = link(server.port, "dashboard-flood", outbox_capacity=20_000)
+        taking = link(server.port, "detector-commands")
+        channel = CommandChannel(taking, TOPICS, STAFF)
+        async with sender:
+            async with taking:
+                async with asyncio.timeout(10):
+                    await sender.wait_connected()
+                    await taking.wait_connected()
+                sent = flood(sender)
+                taken: list[str] = []
+                async with asyncio.timeout(20):
+                    async for command in channel:
+                        taken.append(command.command_id)
+                        if len(taken) == len(sent):
+                            break
+            assert taken == sent
+            assert (channel.dropped, channel.stats.errors) == (0, {"invalid_json": 1_980})
+
+            stalled = link(server.port, "stalled-commands")
+            full = CommandChannel(stalled, TOPICS, STAFF, capacity=100)
+            async with stalled:
+                async with asyncio.timeout(10):
+                    await stalled.wait_connected()
+                flood(sender)  # nobody takes commands: the intake fills up
+                async with asyncio.timeout(20):
+                    await sender.drain()
+                    while full.backlog + full.dropped < 2_000:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)  # counted as the link routes: no event
+    assert (full.backlog, full.dropped) == (100, 1_900)
+    assert "subscription vitals/SITE-1/commands/+/+/+ is full" in caplog.text
+
+
+@pytest.mark.timeout(60)
+async def test_a_flood_on_one_session_does_not_take_the_turn_of_another(tmp_path: Path) -> None:
+    async with broker(tmp_path / "broker") as server:
+        sender = link(server.port, "dashboard-flood", outbox_capacity=20_000)
+        detector = link(server.port, "detector-commands")
+        channel = CommandChannel(detector, TOPICS, STAFF, capacity=2_000, session_capacity=50)
+        async with sender, detector:
+            async with asyncio.timeout(10):
+                await sender.wait_connected()
+                await detector.wait_connected()
+            for _ in range(1_000):
+                sender.publish(TOPICS.command(SESSION, "acknowledge", ACCOUNT), b'{"kind": ')
+            other = _ack("other-session") | {"session": "S-2"}
+            sender.publish(
+                TOPICS.command("S-2", "acknowledge", ACCOUNT), json.dumps(other).encode()
+            )
+            async with asyncio.timeout(20):
+                await sender.drain()
+                while channel.backlog < 1_001:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)  # counted as the link routes: no event
+                first = await anext(aiter(channel))
+    assert (first.session, first.command_id) == ("S-2", "other-session")
+    assert channel.stats.received == 2  # one of S-1's junk, then S-2's turn
+    assert channel.dropped == 950  # S-1 beyond its 50
+
+
+@pytest.mark.timeout(60)
+async def test_a_retired_filter_left_in_a_persistent_session_is_unsubscribed(
+    tmp_path: Path,
+) -> None:
+    """The detector's session from before the command intake had its own connection still
+    subscribes to commands: the broker would go on queueing a flood there."""
+    async with broker(tmp_path / "broker") as server:
+        older = link(server.port, "detector")
+        older.subscribe(TOPICS.commands_filter)
+        async with older:
+            async with asyncio.timeout(10):
+                await older.wait_connected()
+        detector = link(server.port, "detector", retired_filters=(TOPICS.commands_filter,))
+        status = detector.subscribe(TOPICS.status_filter)
+        sender = link(server.port, "dashboard")
+        async with detector, sender:
+            async with asyncio.timeout(10):
+                await detector.wait_connected()
+            sender.publish(TOPICS.command(SESSION, "acknowledge", ACCOUNT), b"{}")
+            sender.publish(TOPICS.status("other"), b"{}", retain=True)
+            await next_message(status)  # sent after the command: the command would be here
+        assert detector.stats.session_present
+        assert (detector.stats.received, detector.stats.unrouted) == (1, 0)
+
+
+def _ack(command_id: str) -> dict[str, object]:
+    return {
+        "schema_version": 1,
+        "kind": "acknowledge",
+        "command_id": command_id,
+        "session": SESSION,
+        "staff": "RN-07",
+        "issued_at": "2025-03-01T09:00:00Z",
+        "alarm_id": "5a0c35c4-2f7e-5d43-9a55-0d6a7c1f3b21",
+    }
 
 
 def _rule_set() -> RuleSet:
@@ -437,6 +559,69 @@ async def test_a_clean_stop_says_offline_itself(tmp_path: Path) -> None:
         async with late:
             status = ServiceStatus.model_validate_json((await next_message(statuses)).payload)
         assert (status.state, status.reason) == ("offline", "shutdown")
+
+
+class _Relay:
+    """A TCP relay to the broker that can go deaf: while ``deaf``, nothing from the broker
+    reaches the client (no acknowledgement, no ping response), as on a half-dead network path,
+    and the client must give up on the connection itself."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.deaf = False
+        self.port = free_port()
+
+    async def __aenter__(self) -> _Relay:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._pipe(reader, up_writer, from_broker=False))
+                group.create_task(self._pipe(up_reader, writer, from_broker=True))
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, from_broker: bool
+    ) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                if not (from_broker and self.deaf):
+                    writer.write(data)
+                    await writer.drain()
+        writer.close()  # a plain close: the broker sees whatever the client sent, no more
+
+
+@pytest.mark.timeout(60)
+async def test_a_connection_the_link_gives_up_on_leaves_the_status_offline(
+    tmp_path: Path,
+) -> None:
+    """A link whose acknowledgement times out ends the connection itself; the broker must then
+    publish its last will, not treat it as a clean stop and keep showing ``online``."""
+    async with broker(tmp_path / "broker") as server, _Relay(server.port) as relay:
+        dashboard = link(server.port, "dashboard")
+        statuses = dashboard.subscribe(TOPICS.status_filter)
+        detector = link(
+            relay.port, "detector", status_topic=TOPICS.status("detector"), ack_timeout_s=1.0
+        )
+        async with dashboard, detector:
+            async with asyncio.timeout(10):
+                await detector.wait_connected()
+            first = ServiceStatus.model_validate_json((await next_message(statuses)).payload)
+            assert first.state == "online"
+            relay.deaf = True
+            detector.publish(TOPICS.alarms(SESSION, "P-001"), b"{}")
+            async with asyncio.timeout(10):
+                await detector.wait_disconnected()
+            relay.deaf = False
+            after = ServiceStatus.model_validate_json((await next_message(statuses)).payload)
+            assert (after.state, after.reason) == ("offline", "connection_lost")
+            again = ServiceStatus.model_validate_json((await next_message(statuses)).payload)
+            assert again.state == "online"  # and back once it has reconnected
 
 
 async def _v311_only(upstream: int) -> tuple[asyncio.Server, int]:

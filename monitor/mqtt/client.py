@@ -9,8 +9,11 @@ session (MQTT 5 ``clean_start = False`` with a session expiry, or 3.1.1 ``clean_
 so the broker keeps QoS 1 subscriptions and queues commands while the service is away.
 
 :class:`CommandChannel` turns the command topics into a stream of parsed commands that nothing
-can stop: garbage is counted and answered (rate-limited), duplicates are answered again without
-being carried out twice.
+can stop: garbage is counted and answered (coalesced per session), duplicates are answered again
+without being carried out twice. It reads on a link of its own
+(``MqttLink.from_config(..., intake=True)``: another client id and persistent session), so a
+backlog or a flood of commands queues at the broker behind commands only, never in front of the
+readings the detector needs or the alarms it sends.
 
 :class:`VitalsFeed` does the same for the gateways' readings and device events: parsed,
 deduplicated and counted (lost, late, malformed), handed to callbacks as a BLE connector would.
@@ -19,15 +22,17 @@ deduplicated and counted (lost, late, malformed), handed to callbacks as a BLE c
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import enum
 import logging
+import math
 import random
 import socket
 import ssl
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -71,17 +76,20 @@ from monitor.mqtt.payloads import (
     parse_command,
 )
 from monitor.mqtt.staff import StaffDirectory
-from monitor.mqtt.topics import Topics, topic_matches
+from monitor.mqtt.topics import Topics, command_target, topic_matches
 from monitor.mqtt.tracking import BatchNumbering, EscalationTracker, SequenceTracker
 from monitor.throttle import LogThrottle
 
 __all__ = [
     "BATCH_INTERVAL_S",
+    "COMMAND_INTAKE_CAPACITY",
+    "COMMAND_INTAKE_SUFFIX",
     "DEFAULT_OUTBOX_CAPACITY",
     "DETECTOR_NAME",
-    "ERROR_REPLY_BURST",
-    "ERROR_REPLY_RATE",
+    "INTAKE_BATCH",
     "MQTT_URL_ENV",
+    "REFUSAL_REPLY_INTERVAL_S",
+    "SESSION_INTAKE_CAPACITY",
     "AlarmPublisher",
     "Backoff",
     "BrokerUnusableError",
@@ -123,9 +131,21 @@ def mqtt_settings(config: SiteConfig, environ: Mapping[str, str]) -> MqttConfig 
 DEFAULT_OUTBOX_CAPACITY = 50_000
 """About 14 hours of one reading batch per second, or a long outage of a busy site."""
 
-ERROR_REPLY_RATE = 10.0
-ERROR_REPLY_BURST = 20
-"""Error replies to unparseable commands: per second, and how many at once."""
+REFUSAL_REPLY_INTERVAL_S = 1.0
+"""Per session, at most one reply to refused (unparseable) commands per this much wall time: the
+first refusal is answered at once, the ones after it within the interval by one summary reply at
+its end (``CommandReply.answers`` says how many it answers)."""
+COMMAND_INTAKE_CAPACITY = 1_000
+"""Commands received and not yet handled; beyond it the newest is dropped, counted and logged
+(the broker holds a backlog, this only bounds what the service holds in memory)."""
+SESSION_INTAKE_CAPACITY = 200
+"""Commands of one session waiting their turn; beyond it the session's newest is dropped (counted,
+logged), so a flood on one session cannot take the others' places."""
+INTAKE_BATCH = 64
+"""Commands handled before the channel yields to the event loop, so a backlog is taken in
+slices between which detection and publishing run."""
+COMMAND_INTAKE_SUFFIX = "-commands"
+"""The command intake's client id is the service's followed by this."""
 
 _UNSUPPORTED_PROTOCOL = 132  # MQTT 5 reason code; paho maps a 3.1.1 broker's refusal (1) to it
 _REFUSALS_FOR_GOOD = {
@@ -255,6 +275,13 @@ class Subscription:
     def __len__(self) -> int:
         return self._queue.qsize()
 
+    def get_nowait(self) -> Incoming | None:
+        """The next message if one is waiting, else ``None``."""
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
 
 def _tls_context(files: MqttTls | None) -> ssl.SSLContext:
     """Blocking (reads certificate files): run it in a thread."""
@@ -266,7 +293,11 @@ class MqttLink:
 
     With ``status_topic`` set, the link has a last will (retained ``offline`` /
     ``connection_lost``), publishes a retained ``online`` on every connect before anything else,
-    and a retained ``offline`` / ``shutdown`` as the last message of a clean stop. After every
+    and a retained ``offline`` / ``shutdown`` as the last message of a clean stop. A connection
+    the link gives up on (an operation timed out) is dropped without a DISCONNECT packet, so the
+    broker publishes the will: the status says offline whenever the link is not up.
+    ``retired_filters`` are unsubscribed on every connect: filters an older version subscribed
+    in the same persistent session, which the broker would otherwise go on delivering. After every
     connect it also sends the latest retained message of each topic again (snapshots, device
     status), after the backlog, so retained state a crashed broker lost comes back.
     """
@@ -292,6 +323,7 @@ class MqttLink:
         ack_timeout_s: float = 30.0,
         session_expiry_s: int = 86_400,
         drain_timeout_s: float = 5.0,
+        retired_filters: Sequence[str] = (),
         clock: Clock | None = None,
     ) -> None:
         if not client_id:
@@ -320,6 +352,7 @@ class MqttLink:
         self._ack_timeout_s = ack_timeout_s
         self._session_expiry_s = session_expiry_s
         self._drain_timeout_s = drain_timeout_s
+        self._retired_filters = tuple(retired_filters)
         self._clock: Clock = clock or SystemClock()
         self._rng = random.Random()  # noqa: S311 - jitter, not secrecy
         self._subscriptions: list[Subscription] = []
@@ -345,24 +378,29 @@ class MqttLink:
         service: str,
         secrets: Secrets | None = None,
         status: bool = True,
+        intake: bool = False,
         **options: Any,
     ) -> MqttLink:
         """A link as the site file describes it; the password comes from the environment.
 
         ``status=False`` for a role the contract gives no status topic: a gateway's broker user
         may write only readings and devices, so the broker would refuse every ``online`` (an
-        error in the log on each connect) and drop the last will.
+        error in the log on each connect) and drop the last will. ``intake=True`` is the
+        service's command intake: the service's client id followed by ``-commands``, so its
+        persistent session (and whatever backlog of commands the broker queues there) is its own,
+        and no status (the service's one link says whether it is up).
         """
         secrets = secrets if secrets is not None else Secrets()
+        client_id = config.client_id or f"monitor-{topics.site}-{service}"
         return cls(
             host=config.host,
             port=config.port,
-            client_id=config.client_id or f"monitor-{topics.site}-{service}",
+            client_id=f"{client_id}{COMMAND_INTAKE_SUFFIX}" if intake else client_id,
             username=config.username,
             password=secrets.mqtt_password,
             tls=config.uses_tls,
             tls_files=config.tls,
-            status_topic=topics.status(service) if status else None,
+            status_topic=topics.status(service) if status and not intake else None,
             service=service,
             **options,
         )
@@ -576,7 +614,11 @@ class MqttLink:
             try:
                 async with client:
                     connected_at = self._clock.monotonic()
-                    await self._serve(client)
+                    try:
+                        await self._serve(client)
+                    except (*_CONNECTION_ERRORS, BaseExceptionGroup):
+                        _drop(client)
+                        raise
             except _CONNECTION_ERRORS as exc:
                 failure = exc
             except BaseExceptionGroup as group:
@@ -630,6 +672,8 @@ class MqttLink:
             while subscribed < len(self._subscriptions):  # some may be added meanwhile
                 await self._subscribe(client, self._subscriptions[subscribed])
                 subscribed += 1
+            for topic_filter in self._retired_filters:
+                await client.unsubscribe(topic_filter)
             if self._status_topic is not None:
                 online = self._status(ServiceState.ONLINE, StatusReason.CONNECTED)
                 await client.publish(
@@ -791,6 +835,19 @@ class MqttLink:
             )
 
 
+def _drop(client: aiomqtt.Client) -> None:
+    """End a connection the link gives up on without a DISCONNECT packet.
+
+    aiomqtt leaves a failed connection with a normal DISCONNECT, after which the broker discards
+    the last will: a detector that timed out would go on showing ``online``. Shutting the socket
+    makes the broker see a lost connection and publish the will (MQTT 3.1.1 and 5 alike).
+    """
+    sock = client._client.socket()
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
 def _properties(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]
 
@@ -845,8 +902,37 @@ class CommandStats:
     errors: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0  # the same command again: its first reply was published again
     replies: int = 0
-    error_replies: int = 0
-    error_replies_suppressed: int = 0
+    error_replies: int = 0  # replies to refused commands, summaries included
+    refusals_coalesced: int = 0  # refused commands answered by a summary, not a reply of their own
+
+
+@dataclass(slots=True)
+class _Held:
+    """Refusals of one session waiting for the summary reply due at ``due``."""
+
+    due: float
+    first: CommandError
+    codes: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @property
+    def count(self) -> int:
+        return self.codes.total()
+
+    def reply(self, interval_s: float) -> CommandReply:
+        """One reply answering every held refusal (the refusal's own reply when there is one)."""
+        if self.count == 1:
+            return self.first.reply()
+        tally = ", ".join(f"{code} {n}" for code, n in self.codes.most_common())
+        return CommandReply(
+            command_id=None,
+            session=self.first.session,
+            kind=None,
+            ok=False,
+            error=ErrorCode(self.codes.most_common(1)[0][0]),
+            reason=f"{self.count} commands refused within {interval_s:g} s, none carried out "
+            f"({tally})",
+            answers=self.count,
+        )
 
 
 @dataclass(slots=True)
@@ -867,14 +953,24 @@ class CommandChannel:
     """Commands from staff: parsed, authorised, deduplicated, answered; garbage never stops it.
 
     Iterating yields only valid, new commands whose sender may give them (``staff``, see
-    :class:`~monitor.mqtt.staff.StaffDirectory`); the service carries each out and answers with
-    :meth:`reply` (``reply_ok`` / ``reply_for_error``). A command that does not parse or is not
-    allowed gets an error reply at once, but at most ``error_rate`` per second with bursts of
-    ``error_burst``: a flood of garbage must not crowd alarm events out of the outbox. Suppressed
-    replies are counted and summarised in the log. A redelivered command (same session and
-    ``command_id``, as QoS 1 allows) is not yielded again; its earlier reply is published again.
-    A ``command_id`` seen before with a different command is refused, never answered with the
-    first command's reply.
+    :class:`~monitor.mqtt.staff.StaffDirectory`), each session's in the order they arrived; the
+    service carries each out and answers with :meth:`reply` (``reply_ok`` /
+    ``reply_for_error``). Give it a link of its own (``MqttLink.from_config(..., intake=True)``):
+    the broker then queues a backlog or a flood of commands behind commands only, and replies
+    never wait in the alarms' outbox.
+
+    Intake is bounded: at most ``capacity`` received commands are held, at most
+    ``session_capacity`` of one session (the topic's session level); beyond that the newest is
+    dropped, counted in :attr:`dropped` and logged at ERROR level. Sessions take turns, one
+    command each, so a flood on one delays the others by at most one command per flooded session;
+    a session's commands keep their order. The channel yields to the event loop every
+    ``INTAKE_BATCH`` messages. A command that does not parse is refused; per
+    session (reply topic) the first refusal is answered at once and the ones within the next
+    ``refusal_interval_s`` by one summary reply at its end, so a flood of N junk commands costs a
+    reply a second, not N. Every refusal is counted per error code and summarised in the log.
+    A redelivered command (same session and ``command_id``, as QoS 1 allows) is not yielded
+    again; its earlier reply is published again. A ``command_id`` seen before with a different
+    command is refused, never answered with the first command's reply.
     """
 
     def __init__(
@@ -883,61 +979,147 @@ class CommandChannel:
         topics: Topics,
         staff: StaffDirectory,
         *,
-        error_rate: float = ERROR_REPLY_RATE,
-        error_burst: int = ERROR_REPLY_BURST,
+        refusal_interval_s: float = REFUSAL_REPLY_INTERVAL_S,
+        capacity: int = COMMAND_INTAKE_CAPACITY,
+        session_capacity: int = SESSION_INTAKE_CAPACITY,
         remember: int = 4096,
         clock: Clock | None = None,
     ) -> None:
         self.topics = topics
         self.stats = CommandStats()
         self._link = link
-        self._subscription = link.subscribe(topics.commands_filter, qos=1)
+        self._subscription = link.subscribe(topics.commands_filter, qos=1, capacity=capacity)
+        self._capacity = capacity
+        self._session_capacity = session_capacity
+        self._turns: OrderedDict[str, collections.deque[Incoming]] = OrderedDict()
+        self._waiting = 0  # messages in self._turns
+        self._turn_drops = 0
+        self._drop_log = LogThrottle(10.0)
         self._clock: Clock = clock or SystemClock()
-        self._rate = error_rate
-        self._burst = float(error_burst)
-        self._tokens = float(error_burst)
-        self._refilled: float | None = None
-        self._staff = staff
+        self._interval_s = refusal_interval_s
+        self._answered: dict[str | None, float] = {}  # session -> when a refusal was last answered
+        self._held: dict[str | None, _Held] = {}
         self._remember = remember
         self._seen: OrderedDict[tuple[str, str], _Answer] = OrderedDict()
+        self._staff = staff
         self._log = LogThrottle(10.0)
 
-    def __aiter__(self) -> AsyncIterator[Command]:
+    @property
+    def dropped(self) -> int:
+        """Commands the full intake had to drop (each logged, none carried out or answered)."""
+        return self._subscription.dropped + self._turn_drops
+
+    @property
+    def backlog(self) -> int:
+        """Commands received and not yet handled."""
+        return len(self._subscription) + self._waiting
+
+    @property
+    def connected(self) -> bool:
+        """Whether the channel's link is up (commands reach the service and replies leave)."""
+        return self._link.is_connected
+
+    def __aiter__(self) -> AsyncGenerator[Command, None]:
         return self._commands()
 
-    async def _commands(self) -> AsyncIterator[Command]:
-        async for message in self._subscription:
-            self.stats.received += 1
-            parsed = parse_command(message.topic, message.payload, retained=message.retain)
-            if isinstance(parsed, CommandError):
-                self._refuse(parsed)
-                continue
-            refused = self._staff.check(message.topic, parsed)
-            if refused is not None:
-                self._refuse(refused)
-                continue
-            key = (parsed.session, parsed.command_id)
-            earlier = self._seen.get(key)
-            if earlier is not None and earlier.command != _sameness(parsed):
-                self._refuse(
-                    CommandError.refusing(
-                        parsed,
-                        message.topic,
-                        ErrorCode.COMMAND_ID_REUSED,
-                        "command_id reused for a different command",
-                    )
+    async def _commands(self) -> AsyncGenerator[Command, None]:
+        handled = 0
+        try:
+            while True:
+                message = await self._next()
+                if message is None:
+                    continue
+                handled += 1
+                if handled % INTAKE_BATCH == 0:
+                    await asyncio.sleep(0)  # a backlog is taken in slices
+                command = self._accept(message)
+                if command is not None:
+                    yield command
+        finally:
+            self._answer_held(math.inf)
+
+    async def _next(self) -> Incoming | None:
+        """The next message, sessions in turn, or ``None`` once a summary reply fell due."""
+        now = self._clock.monotonic()
+        self._answer_held(now)
+        while (waiting := self._subscription.get_nowait()) is not None:
+            self._queue(waiting)
+        if self._turns:
+            return self._next_turn()
+        due = min((held.due for held in self._held.values()), default=None)
+        if due is None:
+            return await anext(self._subscription)
+        try:
+            async with asyncio.timeout(max(0.0, due - now)):
+                return await anext(self._subscription)
+        except TimeoutError:
+            return None
+
+    def _queue(self, message: Incoming) -> None:
+        """Behind the earlier commands of its session (the topic's level, as yet unchecked)."""
+        target = command_target(message.topic)
+        session = "" if target is None else target.session
+        queue = self._turns.get(session)
+        if queue is None:
+            queue = self._turns[session] = collections.deque()
+        if len(queue) >= self._session_capacity or self._waiting >= self._capacity:
+            self._turn_drops += 1
+            if self._drop_log.ready(self._clock.monotonic()):
+                _log.error(
+                    "command intake full (%d of one session, %d in all): dropped %d command(s) "
+                    "so far, neither carried out nor answered",
+                    self._session_capacity,
+                    self._capacity,
+                    self.dropped,
                 )
-                continue
-            if earlier is not None:
-                self.stats.duplicates += 1
-                if earlier.reply is not None:
-                    self._publish(earlier.reply)
-                continue
-            self._seen[key] = _Answer(_sameness(parsed))
-            while len(self._seen) > self._remember:
-                self._seen.popitem(last=False)
-            self.stats.commands += 1
-            yield parsed
+            if not queue:
+                del self._turns[session]
+            return
+        queue.append(message)
+        self._waiting += 1
+
+    def _next_turn(self) -> Incoming:
+        session, queue = next(iter(self._turns.items()))
+        message = queue.popleft()
+        self._waiting -= 1
+        if queue:
+            self._turns.move_to_end(session)
+        else:
+            del self._turns[session]
+        return message
+
+    def _accept(self, message: Incoming) -> Command | None:
+        self.stats.received += 1
+        parsed = parse_command(message.topic, message.payload, retained=message.retain)
+        if isinstance(parsed, CommandError):
+            self._refuse(parsed)
+            return None
+        refused = self._staff.check(message.topic, parsed)
+        if refused is not None:
+            self._refuse(refused)
+            return None
+        key = (parsed.session, parsed.command_id)
+        earlier = self._seen.get(key)
+        if earlier is not None and earlier.command != _sameness(parsed):
+            self._refuse(
+                CommandError.refusing(
+                    parsed,
+                    message.topic,
+                    ErrorCode.COMMAND_ID_REUSED,
+                    "command_id reused for a different command",
+                )
+            )
+            return None
+        if earlier is not None:
+            self.stats.duplicates += 1
+            if earlier.reply is not None:
+                self._publish(earlier.reply)
+            return None
+        self._seen[key] = _Answer(_sameness(parsed))
+        while len(self._seen) > self._remember:
+            self._seen.popitem(last=False)
+        self.stats.commands += 1
+        return parsed
 
     def reply(self, reply: CommandReply) -> None:
         """Publish the outcome of a command (always: it answers a real command)."""
@@ -966,15 +1148,31 @@ class CommandChannel:
                 error.message,
                 self._log.take_suppressed(),
             )
-        if self._refilled is not None:
-            self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
-        self._refilled = now
-        if self._tokens < 1:
-            self.stats.error_replies_suppressed += 1
+        session = error.session
+        held = self._held.get(session)
+        answered = self._answered.get(session)
+        if held is None and (answered is None or now - answered >= self._interval_s):
+            self._answered[session] = now
+            self.stats.error_replies += 1
+            self._publish(error.reply())
             return
-        self._tokens -= 1
-        self.stats.error_replies += 1
-        self._publish(error.reply())
+        if held is None:
+            assert answered is not None
+            held = self._held[session] = _Held(answered + self._interval_s, error)
+        held.codes[code] += 1
+        self.stats.refusals_coalesced += 1
+
+    def _answer_held(self, now: float) -> None:
+        """Publish the summaries due by ``now``; forget sessions quiet for an interval."""
+        for session, held in list(self._held.items()):
+            if held.due <= now:
+                del self._held[session]
+                self._answered[session] = min(now, held.due)
+                self.stats.error_replies += 1
+                self._publish(held.reply(self._interval_s))
+        for session, answered in list(self._answered.items()):
+            if now - answered >= self._interval_s and session not in self._held:
+                del self._answered[session]
 
 
 class GatewayPublisher:

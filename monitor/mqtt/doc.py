@@ -30,9 +30,12 @@ from monitor.models import (
 )
 from monitor.mqtt.client import (
     BATCH_INTERVAL_S,
+    COMMAND_INTAKE_CAPACITY,
+    COMMAND_INTAKE_SUFFIX,
     DEFAULT_OUTBOX_CAPACITY,
-    ERROR_REPLY_BURST,
-    ERROR_REPLY_RATE,
+    INTAKE_BATCH,
+    REFUSAL_REPLY_INTERVAL_S,
+    SESSION_INTAKE_CAPACITY,
     Backoff,
 )
 from monitor.mqtt.contract import TOPICS, Role, TopicSpec
@@ -415,18 +418,26 @@ def _replies_section() -> list[str]:
     lines = [
         "## Replies and errors",
         "",
-        f"Every command gets one reply on `<root>/<site>/replies/<session>` (QoS 1, not "
+        f"Commands are answered on `<root>/<site>/replies/<session>` (QoS 1, not "
         f"retained), `ok: true` or `ok: false` with an `error` code and a human `reason`, "
         f"carrying the command's `command_id`, `session` and `kind` as far as they could be "
-        f"read. A command whose topic names no valid session is answered on "
+        f"read, and `answers`: how many commands the reply answers (1, or more for a summary). "
+        f"A command whose topic names no valid session is answered on "
         f"`replies/{INVALID_SESSION}` (no session identifier starts with `_`). Reasons name "
-        f"fields, never echo values from the payload.",
+        f"fields, never echo values from the payload. Replies leave on the command intake's "
+        f"own connection, so one may arrive before the alarm events its command caused (match "
+        f"those by `alarm_id` and `sequence`).",
         "",
-        f"- A command that cannot be parsed is answered at once, but at most "
-        f"{ERROR_REPLY_RATE:g} such replies per second (bursts of {ERROR_REPLY_BURST}): a "
-        "flood of garbage must not crowd alarm events out of the outbox. Further ones are "
-        "counted (`CommandStats.error_replies_suppressed`) and summarised in the log; the "
-        "channel keeps running whatever arrives.",
+        f"- **Refused commands are answered coalesced, per session**: the first command that "
+        f"cannot be parsed is answered at once; those refused within the next "
+        f"{REFUSAL_REPLY_INTERVAL_S:g} s on the same reply topic are answered by one summary "
+        f"reply at its end (`answers` says how many, `error` is the most common code, `reason` "
+        f"counts each code; no `command_id`). A flood of N junk commands costs about one reply "
+        f"a second, not N, and every refusal is counted per code "
+        f"(`monitor_command_rejected_total`, `monitor_command_refusals_coalesced_total`) and "
+        f"summarised in the log; the channel keeps running whatever arrives.",
+        "- Valid commands are carried out one at a time in the order they arrived, and each "
+        "gets its own reply.",
         "- A command redelivered with the same `session` and `command_id` (QoS 1 is at least "
         "once, and a sender may retry) is not carried out again; its first reply is published "
         "again. It counts as the same command when everything but `issued_at` is equal (a "
@@ -456,6 +467,23 @@ def _connection_section() -> list[str]:
         "one) and `clean_start = false` with a session expiry of a day (MQTT 5) or "
         "`clean_session = false` (3.1.1), so the broker keeps QoS 1 subscriptions and queues "
         "commands while the detector reconnects.",
+        f"- **Command intake on its own connection**: the detector reads commands on a second "
+        f"connection, client id the detector's followed by `{COMMAND_INTAKE_SUFFIX}`, with its "
+        f"own persistent session, and sends its replies there. A broker queues a session's "
+        f"messages in one line, so a backlog or a flood of commands on the detector's one "
+        f"connection used to hold back the readings behind it and the acknowledgements of its "
+        f"alarms (10,000 queued junk commands knocked it off the broker). Now a flood can only "
+        f"delay commands: the connection that carries readings, alarms, snapshots and status "
+        f"never subscribes to commands (it unsubscribes them on every connect, for a session an "
+        f"older version left subscribed). Intake is bounded per session: at most "
+        f"{COMMAND_INTAKE_CAPACITY} received commands wait to be handled, at most "
+        f"{SESSION_INTAKE_CAPACITY} of one session (the topic's session level); beyond that "
+        f"the newest is dropped, neither carried out nor answered, counted "
+        f"(`monitor_command_dropped_total`) and logged at ERROR. Sessions take turns, one "
+        f"command each, so a flood on one session cannot hold back another's; a session's "
+        f"commands keep their order. The service handles them in slices of {INTAKE_BATCH} "
+        f"between which detection and publishing run. "
+        f"`monitor_command_backlog` and `monitor_mqtt_intake_connected` are on `/metrics`.",
         "- **Gateways** (`monitor gateway`, one per BLE adapter: a room, about ten links) "
         f"publish every {BATCH_INTERVAL_S * 1000:g} ms what their wearables sent as one "
         "`VitalsBatch` per participant (split at "
@@ -508,7 +536,10 @@ def _connection_section() -> list[str]:
         "that crashed may have lost retained messages since its last save.",
         "- **Service status**: the detector's link publishes a retained `online` status before "
         "anything else on each connect, a retained `offline`/`shutdown` as its last message on "
-        "a clean stop, and registers `offline`/`connection_lost` as its last will.",
+        "a clean stop, and registers `offline`/`connection_lost` as its last will. A connection "
+        "the link gives up on (an acknowledgement or subscription that timed out) is closed "
+        "without a DISCONNECT packet, so the broker publishes the will: the status says "
+        "`online` only while the link is up.",
         "",
     ]
 

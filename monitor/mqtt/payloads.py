@@ -370,7 +370,9 @@ class CommandReply(_Payload):
     """The outcome of one command, on ``.../replies/<session>``; match it by ``command_id``.
 
     ``command_id``, ``session`` and ``kind`` are whatever could be read from the command, so a
-    reply to garbage may have none of them.
+    reply to garbage may have none of them. ``answers`` is how many commands the reply answers: 1,
+    or more for the summary that answers refused junk at most once a second per session (it then
+    has no ``command_id`` or ``kind``, and ``error`` is the most common code).
     """
 
     command_id: CommandId | None
@@ -380,11 +382,15 @@ class CommandReply(_Payload):
     error: ErrorCode | None = None
     reason: str | None = Field(default=None, max_length=_MAX_REASON)
     alarm_events: int = Field(default=0, ge=0)  # alarm transitions the command caused
+    answers: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.ok != (self.error is None) or self.ok != (self.reason is None):
             msg = "an ok reply has no error or reason; a failed one has both"
+            raise ValueError(msg)
+        if self.ok and self.answers != 1:
+            msg = "an ok reply answers its one command"
             raise ValueError(msg)
         return self
 
