@@ -647,16 +647,18 @@ class Service:
         refused = sum(pipeline.stats.future for pipeline in self._pipelines.values())
         if refused == self._future_reported:
             return
+        streams = [p.stats.future_stream for p in self._pipelines.values() if p.stats.future_stream]
+        if not streams:
+            return  # commands only so far: each was answered and logged as refused
         if not self._future_logged.ready(asyncio.get_running_loop().time()):
             return
-        streams = [p.stats.future_stream for p in self._pipelines.values() if p.stats.future_stream]
         _log.warning(
             "refused %d input(s) stamped more than %g s ahead of the clock (%d in all; latest "
-            "reading stream: %s); kept in the store, never evaluated",
+            "reading stream: %s); readings kept in the store, never evaluated",
             refused - self._future_reported,
             MAX_CLOCK_SKEW_S,
             refused,
-            streams[-1] if streams else "none",
+            streams[-1],
         )
         self._future_reported = refused
 

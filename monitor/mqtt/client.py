@@ -964,7 +964,8 @@ class CommandChannel:
     dropped, counted in :attr:`dropped` and logged at ERROR level. Sessions take turns, one
     command each, so a flood on one delays the others by at most one command per flooded session;
     a session's commands keep their order. The channel yields to the event loop every
-    ``INTAKE_BATCH`` messages. A command that does not parse is refused; per
+    ``INTAKE_BATCH`` messages. A command whose sender may not give it, or that reuses a
+    ``command_id``, gets its own refusal. A command that does not parse is refused; per
     session (reply topic) the first refusal is answered at once and the ones within the next
     ``refusal_interval_s`` by one summary reply at its end, so a flood of N junk commands costs a
     reply a second, not N. Every refusal is counted per error code and summarised in the log.
@@ -1096,7 +1097,7 @@ class CommandChannel:
             return None
         refused = self._staff.check(message.topic, parsed)
         if refused is not None:
-            self._refuse(refused)
+            self._refuse(refused, answer_each=True)
             return None
         key = (parsed.session, parsed.command_id)
         earlier = self._seen.get(key)
@@ -1107,7 +1108,8 @@ class CommandChannel:
                     message.topic,
                     ErrorCode.COMMAND_ID_REUSED,
                     "command_id reused for a different command",
-                )
+                ),
+                answer_each=True,
             )
             return None
         if earlier is not None:
@@ -1133,7 +1135,9 @@ class CommandChannel:
         self.stats.replies += 1
         self._link.publish(self.topics.replies(reply.session), reply, priority=Priority.REPLY)
 
-    def _refuse(self, error: CommandError) -> None:
+    def _refuse(self, error: CommandError, *, answer_each: bool = False) -> None:
+        """Count and log a refusal and answer it: a well-formed command someone sent
+        (``answer_each``) gets its own reply, junk is answered in per-session summaries."""
         code = error.code.value
         self.stats.errors[code] = self.stats.errors.get(code, 0) + 1
         now = self._clock.monotonic()
@@ -1148,6 +1152,10 @@ class CommandChannel:
                 error.message,
                 self._log.take_suppressed(),
             )
+        if answer_each:
+            self.stats.error_replies += 1
+            self._publish(error.reply())
+            return
         session = error.session
         held = self._held.get(session)
         answered = self._answered.get(session)

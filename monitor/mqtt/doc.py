@@ -437,7 +437,9 @@ def _replies_section() -> list[str]:
         f"(`monitor_command_rejected_total`, `monitor_command_refusals_coalesced_total`) and "
         f"summarised in the log; the channel keeps running whatever arrives.",
         "- Valid commands are carried out one at a time in the order they arrived, and each "
-        "gets its own reply.",
+        "gets its own reply; so does a well-formed command refused for who sent it "
+        "(`unknown_staff`, `not_authorized`) or for a reused `command_id`: the person acting "
+        "must learn that their own command was not carried out.",
         "- A command redelivered with the same `session` and `command_id` (QoS 1 is at least "
         "once, and a sender may retry) is not carried out again; its first reply is published "
         "again. It counts as the same command when everything but `issued_at` is equal (a "
