@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -468,3 +469,33 @@ async def test_burst_of_2000_notifications_arrives_complete_and_in_order(
             await inbox.complete.wait()
 
     assert inbox.values == [struct.pack("<BH", 0x01, n) for n in range(count)]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.asyncio
+async def test_a_command_cancelled_while_the_controller_answers_leaves_no_traceback() -> None:
+    """A service stopping mid-connect cancels HCI commands whose answer is already on its way;
+    bumble used to raise InvalidStateError in a loop callback (a traceback on stderr)."""
+    from bumble import hci  # noqa: PLC0415  (only this test speaks HCI directly)
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        async with VirtualRadio() as radio:
+            central = await radio.central()
+            for steps in range(12):  # cancelled after 0-3 loop turns: every point of the race
+                command = asyncio.create_task(
+                    central.host.send_command(hci.HCI_Read_BD_ADDR_Command())
+                )
+                for _ in range(steps % 4):
+                    await asyncio.sleep(0)
+                command.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await command
+            answer = await central.host.send_command(hci.HCI_Read_BD_ADDR_Command())
+            assert answer.return_parameters.status == hci.HCI_SUCCESS  # the host still works
+            await asyncio.sleep(0)  # any answer still scheduled has been delivered
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []

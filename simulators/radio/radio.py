@@ -10,7 +10,7 @@ import asyncio
 import itertools
 from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 from bleak.exc import BleakDeviceNotFoundError
 from bumble import hci
@@ -40,13 +40,32 @@ def make_static_address() -> str:
     return ":".join(f"{octet:02X}" for octet in octets)
 
 
+class _CancellableHost(Host):
+    """A bumble Host whose commands may be cancelled while the controller answers.
+
+    Cancelling a task waiting on an HCI command (a service shutting down mid-connect) cancels
+    the host's pending-response future; the controller's answer, already scheduled on the loop,
+    then finds that future done and bumble's ``set_result`` raises ``InvalidStateError`` in a
+    loop callback: a traceback on stderr for an orderly stop. The answer to a command nobody
+    waits for any more is dropped instead.
+    """
+
+    def on_command_processed(
+        self, event: hci.HCI_Command_Complete_Event[Any] | hci.HCI_Command_Status_Event
+    ) -> None:
+        pending = self.pending_response
+        if pending is not None and pending.done():
+            return  # its waiter was cancelled; _send_command's cleanup frees the slot
+        super().on_command_processed(event)
+
+
 def attach_device(link: LocalLink, name: str, address: str) -> tuple[Device, Controller]:
     """Wire one bumble Device to its own emulated Controller on ``link`` (not yet powered)."""
     controller = Controller(name, link=link)
     device = Device(
         name=name,
         address=hci.Address(address),
-        host=Host(controller, AsyncPipeSink(controller)),
+        host=_CancellableHost(controller, AsyncPipeSink(controller)),
     )
     return device, controller
 
