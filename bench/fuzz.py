@@ -74,6 +74,11 @@ def site_file(folder: Path, participants: int) -> Path:
         'timezone = "UTC"',
         f'protocols_dir = "{ROOT / "config" / "protocols"}"',
         "",
+        "[[staff]]",  # a real member, so some hostile commands pass the identity check
+        'id = "nurse-07"',
+        'roles = ["room-staff"]',
+        'accounts = ["nurse-07"]',
+        "",
         "[[rooms]]",
         'id = "fuzz-room"',
         f"max_connections = {4 * participants}",
@@ -180,7 +185,9 @@ class Hostile:
     def topic(self, family: str) -> str:
         code = self.rng.choice([*self.participants, "P-999", "x" * 40, "+", "#", ""])
         session = self.rng.choice([SESSION, "OTHER-1", "", "a" * 80])
-        kind = self.rng.choice(["ack", "pause", "resume", "dose", "consciousness", "nope", ""])
+        kind = self.rng.choice(
+            ["acknowledge", "pause", "resume", "dose", "consciousness", "nope", ""]
+        )
         account = self.rng.choice(["nurse-07", "dashboard", "console", "intruder", ""])
         return self.rng.choice(
             {
@@ -266,7 +273,7 @@ class Hostile:
         return f"{ROOT_TOPIC}/readings/{SESSION}/{code}", text.encode()
 
     def hostile_command(self) -> tuple[str, bytes]:
-        kind = self.rng.choice(["ack", "pause", "resume", "dose", "consciousness"])
+        kind = self.rng.choice(["acknowledge", "pause", "resume", "dose", "consciousness"])
         command_id = (
             self.rng.choice(self.used_ids)
             if self.used_ids and self.rng.random() < 0.2
@@ -284,7 +291,7 @@ class Hostile:
         # Never a well-formed pause of a participant an event is planted on: a real pause by real
         # staff is allowed to silence medium alarms, and this benchmark plants high ones only.
         participant = self.rng.choice([*self.participants, "P-999"])
-        if kind == "ack":
+        if kind == "acknowledge":
             body["alarm_id"] = str(uuid.uuid4())
         elif kind in {"pause", "resume"}:
             body["participant"] = participant
