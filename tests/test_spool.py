@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sqlite3
 import sys
@@ -79,6 +80,22 @@ async def test_a_different_point_with_the_same_identity_replaces_it(tmp_path: Pa
         assert (result.replaced, spool.depth) == (1, 2)
         batch = await spool.next_batch(10)
     assert [p.line for p in batch.points] == [point(1, value=99.5).line, point(2).line]
+
+
+@pytest.mark.asyncio
+async def test_replaced_points_are_logged_now_and_then_with_their_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway resending changed values under one key (a fuzzer does it every second) is one
+    line now and then, not one a batch."""
+    async with Spool(tmp_path / "spool.db") as spool:
+        await spool.accept([point(n) for n in range(10)])
+        with caplog.at_level(logging.WARNING, logger="monitor.storage.spool"):
+            for n in range(10):
+                await spool.accept([point(n, value=50.0 + n)])
+    replaced = [r.getMessage() for r in caplog.records if "replaced" in r.getMessage()]
+    assert len(replaced) == 1, replaced
+    assert replaced[0].startswith("1 point(s) replaced")  # the first at once, the rest held
 
 
 @pytest.mark.asyncio

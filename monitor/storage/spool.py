@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Self, TypeVar
 
 from monitor.clock import Clock, SystemClock
+from monitor.throttle import LogThrottle
 
 __all__ = [
     "DEFAULT_HIGH_WATER",
@@ -304,6 +305,9 @@ class Spool:
         self.keep_delivered = keep_delivered
         self._mark = HighWaterMark(high_water, clear_below, hold_s=hold_s)
         self._clock: Clock = SystemClock() if clock is None else clock
+        # a gateway resending different values under one key must not flood the log
+        self._replaced_log = LogThrottle(10.0)
+        self._replaced_unlogged = 0
         self._on_high_water = on_high_water
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -389,12 +393,14 @@ class Spool:
         if not batch and not entries:
             return AcceptResult()
         result = await self._call(lambda: self._accept_in_thread(batch, entries))
-        if result.replaced:
+        self._replaced_unlogged += result.replaced
+        if self._replaced_unlogged and self._replaced_log.ready(asyncio.get_running_loop().time()):
             log.warning(
                 "%d point(s) replaced by a different point with the same measurement, tags "
                 "and time; InfluxDB keeps only the newer",
-                result.replaced,
+                self._replaced_unlogged,
             )
+            self._replaced_unlogged = 0
         return result
 
     async def journal(self, session: str) -> list[JournalEntry]:
