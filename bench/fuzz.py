@@ -50,7 +50,8 @@ import aiomqtt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.services import Mosquitto, free_port  # noqa: E402  (run as a script from the root)
+from monitor.cli import EXIT_INTERRUPTED  # noqa: E402  (run as a script from the root)
+from tests.services import Mosquitto, free_port  # noqa: E402
 
 SITE = "FUZZ"
 SESSION = "FUZZ-MDMA-1"
@@ -410,7 +411,13 @@ class Fuzzer:
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self.watch(mq.port))
                     await asyncio.wait_for(self.watching.wait(), 20)
-                    await asyncio.wait_for(self.online.wait(), 60)
+                    online = asyncio.ensure_future(self.online.wait())
+                    exited = asyncio.ensure_future(detector.wait())
+                    await asyncio.wait({online, exited}, timeout=60, return_when="FIRST_COMPLETED")
+                    exited.cancel()
+                    if not online.done():
+                        online.cancel()
+                        raise TimeoutError  # exited, or still not online after a minute
                     group.create_task(self.probe(http_port, detector.pid))
                     await self.drive(mq.port)
                     with contextlib.suppress(TimeoutError):
@@ -420,8 +427,8 @@ class Fuzzer:
                 self.stop.set()
                 print("error: the detector never came online", file=sys.stderr)
             await self.end(detector)
-            if detector.returncode != 0:
-                outcome.crashes += 1
+            if outcome.crashes or detector.returncode not in {0, EXIT_INTERRUPTED}:
+                outcome.crashes = max(outcome.crashes, 1)  # 130 is our SIGTERM, handled cleanly
                 print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
         for plant in self.plants:
             if plant.due is None:
@@ -437,6 +444,7 @@ class Fuzzer:
         """SIGTERM; a detector already gone crashed, one that ignores the signal hangs."""
         if detector.returncode is not None:
             self.outcome.crashes += 1
+            print("error: the detector ended before its time", file=sys.stderr)
         else:
             detector.send_signal(signal.SIGTERM)
             try:
@@ -472,7 +480,7 @@ class Fuzzer:
                 plant is not None
                 and plant.low_samples > 0
                 and plant.seen is None
-                and event.get("alarm") == "spo2-low"
+                and event.get("parameter") == "spo2"
                 and event.get("priority") == "high"
                 and event.get("state") == "active"
             ):
@@ -552,7 +560,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--participants", type=int, default=6)
+    parser.add_argument(
+        "--participants",
+        type=int,
+        default=5,
+        choices=range(1, 6),
+        metavar="1..5",
+        help="participants of the one session (a room links at most 20 wearables, four each)",
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="hostile messages per second")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
