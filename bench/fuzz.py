@@ -57,6 +57,7 @@ SITE = "FUZZ"
 SESSION = "FUZZ-MDMA-1"
 ROOT_TOPIC = f"vitals/{SITE}"
 HANG_AFTER_S = 5.0
+HOSTILE_IN_FLIGHT = 50  # hostile publishes awaited together (QoS 1 waits for each PUBACK)
 PLANT_SLACK_S = 2.0  # an immediate alarm is due when its second low sample arrives (spike filter)
 TARGETS = {"crashes": 0, "hangs": 0, "planted_missed": 0, "peak_rss_mb": 400}
 DEVICES = (
@@ -176,6 +177,10 @@ class Hostile:
         self.rng = rng
         self.participants = participants
         self.used_ids: list[str] = []
+        # Participants whose SpO2 carries a planted event: forged SpO2 values there are data,
+        # not an attack (only an authorised gateway may publish readings), and would rightly
+        # change what detection sees; every other stream stays fair game.
+        self.planted: set[str] = set()
 
     def message(self) -> tuple[str, bytes]:
         maker = self.rng.choice(
@@ -240,14 +245,17 @@ class Hostile:
         return iso(base)
 
     def value(self) -> object:
+        """Never a plausible normal value: a forged normal SpO2 is data, not an attack, and would
+        rightly mask a planted desaturation (the broker's ACL is what keeps forgers out)."""
         return self.rng.choice(
-            [85.0, 97.0, 0.0, -1.0, 1e308, -1e308, 1000.0, math.nan, math.inf, None, "97", True, 12]
+            [85.0, 0.0, -1.0, 1e308, -1e308, 1000.0, math.nan, math.inf, None, "97", True, 12]
         )
 
     def hostile_batch(self) -> tuple[str, bytes]:
         code = self.rng.choice(self.participants)
         at = self.timestamp()
-        kind = self.rng.choice(["heart_rate", "spo2", "temperature", "blood_pressure"])
+        kinds = ["heart_rate", "temperature", "blood_pressure"]
+        kind = self.rng.choice(kinds if code in self.planted else [*kinds, "spo2"])
         parameter = {"blood_pressure": "systolic_bp"}.get(kind, kind)
         one = reading(code, kind, {parameter: self.value()}, now())
         one["received_at"] = at
@@ -255,6 +263,8 @@ class Hostile:
             one["measured_at"] = self.timestamp()
         if self.rng.random() < 0.2:
             one["participant"] = self.rng.choice(self.participants)  # contradicts the topic
+            if one["participant"] in self.planted and kind == "spo2":
+                one["participant"] = code
         sequence = self.rng.choice(
             [0, -1, 1, 2, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64, 10**30, 20_000_000]
         )
@@ -499,7 +509,9 @@ class Fuzzer:
         per_second = max(1, round(self.outcome.rate))
         plant_every = seconds / (len(self.plants) + 1)
         start = time.monotonic()
-        async with aiomqtt.Client("127.0.0.1", port, identifier="fuzz-driver") as client:
+        driver = aiomqtt.Client("127.0.0.1", port, identifier="fuzz-driver")
+        driver.pending_calls_threshold = 2 * HOSTILE_IN_FLIGHT  # in flight by design
+        async with driver as client:
             second = 0
             while (elapsed := time.monotonic() - start) < seconds:
                 planted = int(elapsed // plant_every)  # participants 1..planted are now low
@@ -510,20 +522,34 @@ class Fuzzer:
                     await client.publish(f"{ROOT_TOPIC}/readings/{SESSION}/{code}", body, qos=1)
                     self.outcome.ordinary_batches += 1
                     if low:
+                        hostile.planted.add(code)
                         plant.low_samples += 1
                         if plant.low_samples == 2:
                             plant.due = time.monotonic()
                 tick_end = start + second + 1
-                for _ in range(per_second):
-                    topic, body = hostile.message()
-                    with contextlib.suppress(ValueError, aiomqtt.MqttError):
-                        await client.publish(topic, body, qos=self.rng.choice([0, 1]))
-                        self.outcome.hostile_messages += 1
+                for first in range(0, per_second, HOSTILE_IN_FLIGHT):
+                    messages = [
+                        (*hostile.message(), self.rng.choice([0, 1]))
+                        for _ in range(min(HOSTILE_IN_FLIGHT, per_second - first))
+                    ]
+                    sent = await asyncio.gather(
+                        *(self._send(client, *message) for message in messages)
+                    )
+                    self.outcome.hostile_messages += sum(sent)
                     if time.monotonic() >= tick_end:
                         break
                 await asyncio.sleep(max(0.0, tick_end - time.monotonic()))
                 second += 1
         self._check_all_seen()
+
+    @staticmethod
+    async def _send(client: aiomqtt.Client, topic: str, body: bytes, qos: int) -> bool:
+        """One hostile message; ``False`` for a topic the client itself refuses (wildcards)."""
+        try:
+            await client.publish(topic, body, qos=qos)
+        except (ValueError, aiomqtt.MqttError):
+            return False
+        return True
 
     async def probe(self, port: int, pid: int) -> None:
         """``/metrics`` once a second (a hang is no answer in time) and the detector's memory."""
