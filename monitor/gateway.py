@@ -143,16 +143,17 @@ class Gateway:
                 await stack.enter_async_context(link)
                 if self._simulation is not None:  # wearables on air before the scan starts
                     await stack.enter_async_context(self._simulation)
-                await self._serve(publisher)
+                await self._serve(publisher, link)
         finally:
             self.summary.acknowledged = link.stats.published
             self.summary.unacknowledged = link.queued
         return self.summary
 
-    async def _serve(self, publisher: GatewayPublisher) -> None:
+    async def _serve(self, publisher: GatewayPublisher, link: MqttLink) -> None:
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.duration_s), asyncio.TaskGroup() as group:
+                    group.create_task(link.until_unusable(), name="gateway.broker_watch")
                     for room, connector in zip(self.rooms, self.connectors, strict=True):
                         group.create_task(connector.run(), name=f"gateway.connector[{room}]")
                     group.create_task(self._publish_loop(publisher), name="gateway.publish")

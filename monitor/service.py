@@ -306,6 +306,8 @@ class Service:
                         asyncio.timeout(self.options.duration_s),
                         asyncio.TaskGroup() as group,
                     ):
+                        for watched in (link, intake):
+                            group.create_task(watched.until_unusable(), name="service.broker")
                         for connector in self._connectors:
                             group.create_task(connector.run(), name="service.connector")
                         if feed is not None:

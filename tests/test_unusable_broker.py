@@ -5,13 +5,16 @@ A broker that is merely away is still retried (tests/test_mqtt_link.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from monitor.cli import EXIT_UNAVAILABLE
+from monitor.mqtt.client import BrokerUnusableError, MqttLink
 from monitor.mqtt.contract import Role
 from tests.test_mqtt_acl import PASSWORDS, example_broker
 from tests.test_mqtt_link import certificates, tls_broker
@@ -108,3 +111,31 @@ async def test_an_untrusted_broker_certificate_ends_the_command_with_exit_3(
         await asyncio.to_thread(server.stop)
     assert status == EXIT_UNAVAILABLE, stderr
     assert_one_clear_line(stderr, "TLS certificate verification failed", "ca_file")
+
+
+@pytest.mark.asyncio
+@pytest.mark.network
+@pytest.mark.timeout(30)
+async def test_a_lost_cancellation_does_not_hide_an_unusable_broker(tmp_path: Path) -> None:
+    """The link cancels the task that entered it when the broker refuses it; a library that
+    swallowed that cancellation (3.11's ``wait_for`` can) left a gateway waiting out its
+    --duration. Its task group now also awaits ``until_unusable``."""
+    broker = example_broker(tmp_path / "acl")
+    await asyncio.to_thread(broker.start)
+    refused = MqttLink(
+        host="127.0.0.1",
+        port=broker.port,
+        client_id="refused",
+        username=Role.GATEWAY.value,
+        password=SecretStr("not-the-password"),
+    )
+    try:
+        with pytest.raises(BrokerUnusableError, match="not authorised"):
+            async with asyncio.timeout(20), refused:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.Event().wait()  # the link's cancellation, lost in a library
+                async with asyncio.TaskGroup() as group:  # then the gateway's endless work
+                    group.create_task(refused.until_unusable())
+                    group.create_task(asyncio.Event().wait())
+    finally:
+        await asyncio.to_thread(broker.stop)

@@ -165,6 +165,24 @@ services sharing a client id (which take the session from each other) do not spi
 _NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)  # an alarm must not wait for Nagle
 
 
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, safe to cancel while it connects.
+
+    Cancelling ``__aenter__`` mid-handshake (a sibling link found the broker unusable, a signal)
+    cancels its connection future, but paho's callbacks still fire on the open socket and call
+    ``exception()`` or ``set_exception()`` on that cancelled future: a traceback from a loop
+    callback. A connection attempt nobody waits for any more has nothing left to report.
+    """
+
+    def _on_connect(self, *args: Any, **kwargs: Any) -> None:
+        if not self._connected.cancelled():
+            super()._on_connect(*args, **kwargs)
+
+    def _on_disconnect(self, *args: Any, **kwargs: Any) -> None:
+        if not self._connected.cancelled():
+            super()._on_disconnect(*args, **kwargs)
+
+
 class BrokerUnusableError(Exception):
     """The broker cannot be used as configured (wrong credentials, an untrusted certificate).
 
@@ -462,6 +480,21 @@ class MqttLink:
         self._subscriptions_changed.set()
         return subscription
 
+    async def until_unusable(self) -> None:
+        """Raise :class:`BrokerUnusableError` once the link has given up on its broker.
+
+        The link's task group cancels the task that entered the link for that, but one
+        cancellation can be lost on the way (Python 3.11's ``wait_for``, used by libraries the
+        caller awaits, may swallow a cancellation that races a result): a caller that awaits
+        this in its own task group learns of the failure whatever happened to the cancellation.
+        """
+        assert self._runner is not None, "enter the link first"
+        await asyncio.wait({self._runner})
+        failure = None if self._runner.cancelled() else self._runner.exception()
+        if isinstance(failure, BrokerUnusableError):
+            raise BrokerUnusableError(str(failure))
+        await asyncio.Event().wait()  # the link ended for another reason: nothing to report
+
     async def wait_connected(self) -> None:
         """Until a connection is up (and the online status and subscriptions are in place)."""
         async with self._state:
@@ -507,9 +540,16 @@ class MqttLink:
                     retain=True,
                     priority=Priority.STATE,
                 )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._drain_timeout_s):
-                    await self.drain()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._drain_timeout_s):
+                        await self.drain()
+            except asyncio.CancelledError as cancelled:
+                if not self._runner.done():
+                    raise  # cancelled from outside (a signal): that is the news
+                # The runner failed while we drained and its group cancelled us for it: hand
+                # the cancellation to the group, which takes it back and raises the failure.
+                exc_type, exc, tb = type(cancelled), cancelled, cancelled.__traceback__
         if len(self._outbox):
             _log.error(
                 "closing the MQTT link with %d message(s) the broker never acknowledged",
@@ -545,7 +585,7 @@ class MqttLink:
         if v5:
             properties = _properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = self._session_expiry_s
-        client = aiomqtt.Client(
+        client = _Client(
             self.host,
             self.port,
             username=self._username,
