@@ -1,8 +1,9 @@
 """The ``monitor`` command line.
 
-Exit status: 0 on success, 2 for bad input (config, arguments), 3 when a service it needs cannot
-be used (the broker refuses the credentials or its certificate does not verify, the store cannot
-be opened), 130 when stopped by SIGINT/SIGTERM, 1 for anything unexpected.
+Exit status (:mod:`monitor.exits`): 0 on success, 2 for bad input (config, arguments), 3 when a
+service it needs cannot be used (the broker refuses the credentials or its certificate does not
+verify, the store cannot be opened), 130 when stopped by SIGINT/SIGTERM, 1 when a check fails
+(``score``, ``bench``) or for anything unexpected.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitor import __version__
+from monitor.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE
 
 if TYPE_CHECKING:
     from monitor.clock import Clock
@@ -28,11 +30,6 @@ if TYPE_CHECKING:
     from monitor.models import DoseMarker
     from monitor.service import RunOptions
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_UNAVAILABLE = 3
-"""Something it needs cannot be used (the store, the broker): a failure retrying would not mend."""
-EXIT_INTERRUPTED = 130
 MAX_SPEED = 10_000
 """The fastest ``--speed``: a day of session time in under nine wall-clock seconds."""
 DEFAULT_STORE = Path("var/monitor-store.sqlite")
@@ -569,7 +566,7 @@ def _bench_detect(args: argparse.Namespace) -> int:
         print(f"peak RSS (engine)      {result['peak_rss_mb']} MB")
     if not result["identical"]:
         print("error: engine and reference outputs differ", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -18,14 +18,12 @@ from collections.abc import Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from monitor.clock import AcceleratedClock, Clock, SystemClock
+from monitor.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from simulators.radio import VirtualRadio
 from simulators.radio.peripheral import HciTransport
 from simulators.scenario import Scenario, ScenarioError, list_scenarios, load_scenario
 from simulators.session import SimulatedSession
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 _DESCRIPTION_WIDTH = 72
 _STATUS_EVERY_S = 60.0
 

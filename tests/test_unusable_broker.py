@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.cli import EXIT_UNAVAILABLE
+from monitor.exits import EXIT_UNAVAILABLE
 from monitor.mqtt.contract import Role
 from tests.test_mqtt_acl import PASSWORDS, example_broker
 from tests.test_mqtt_link import certificates, tls_broker
