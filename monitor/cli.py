@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from monitor import __version__
 from monitor.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE
-from monitor.logs import configure_logging, logging_options
+from monitor.logs import configure_logging, logging_configured, logging_options
 
 if TYPE_CHECKING:
     from monitor.clock import Clock
@@ -682,9 +682,8 @@ def _speed(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``monitor`` console script."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
-    handler = args.handler
-    status: int = handler(args)
+    with logging_configured(args.log_level, args.log_format):
+        status: int = args.handler(args)
     return status
 
 

@@ -11,10 +11,12 @@ failures of the program or of what it depends on at ERROR. Stdlib only: any room
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -27,6 +29,7 @@ __all__ = [
     "LogFormat",
     "TextFormatter",
     "configure_logging",
+    "logging_configured",
     "logging_options",
 ]
 
@@ -115,3 +118,24 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+@contextlib.contextmanager
+def logging_configured(level: str, log_format: LogFormat) -> Iterator[None]:
+    """:func:`configure_logging` for the length of one command, then the logging it found.
+
+    A process that runs commands in turn (a test calling ``main``, a tool wrapping the CLI)
+    gets its own handlers and level back, instead of a handler on a stream that has since
+    closed and a level it never chose.
+    """
+    root = logging.getLogger()
+    handlers, root_level = root.handlers[:], root.level
+    configure_logging(level, log_format)
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(root_level)

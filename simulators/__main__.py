@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from monitor.clock import AcceleratedClock, Clock, SystemClock
 from monitor.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
-from monitor.logs import configure_logging, logging_options
+from monitor.logs import logging_configured, logging_options
 from simulators.radio import VirtualRadio
 from simulators.radio.peripheral import HciTransport
 from simulators.scenario import Scenario, ScenarioError, list_scenarios, load_scenario
@@ -280,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m simulators``."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
-    status: int = args.handler(args)
+    with logging_configured(args.log_level, args.log_format):
+        status: int = args.handler(args)
     return status
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.cli import main
 from monitor.logs import JsonFormatter, configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,3 +118,12 @@ def test_configure_logging_replaces_the_handlers_and_sets_the_level(tmp_path: Pa
         root.handlers[0].close()
     finally:
         root.handlers[:], root.level = before, level
+
+
+def test_a_command_run_in_process_leaves_logging_as_it_found_it() -> None:
+    """A test or a tool calling ``main`` keeps its handlers and level (pytest's included)."""
+    root = logging.getLogger()
+    before, level = root.handlers[:], root.level
+    example = str(ROOT / "config" / "example.toml")
+    assert main(["check-config", example, "--log-level", "debug"]) == 0
+    assert (root.handlers, root.level) == (before, level)
