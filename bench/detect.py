@@ -18,6 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from monitor.exits import EXIT_FAILED, EXIT_OK  # run as a script from the root
+
 COMMAND = ["bench", "detect", "--streams", "10000", "--seconds", "5", "--json"]
 RUNS = 3
 TARGETS = {
@@ -51,7 +55,7 @@ def main() -> int:
             failures.append(f"{key} {value} misses {sense} {target}")
     for failure in failures:
         print(f"error: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 def _has_taskset() -> bool:

@@ -50,7 +50,7 @@ import aiomqtt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from monitor.cli import EXIT_INTERRUPTED  # noqa: E402  (run as a script from the root)
+from monitor.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK  # noqa: E402  (run as a script from the root)
 from tests.services import Mosquitto, free_port  # noqa: E402
 
 SITE = "FUZZ"
@@ -437,7 +437,7 @@ class Fuzzer:
                 self.stop.set()
                 print("error: the detector never came online", file=sys.stderr)
             await self.end(detector)
-            if outcome.crashes or detector.returncode not in {0, EXIT_INTERRUPTED}:
+            if outcome.crashes or detector.returncode not in {EXIT_OK, EXIT_INTERRUPTED}:
                 outcome.crashes = max(outcome.crashes, 1)  # 130 is our SIGTERM, handled cleanly
                 print(log.read_text(errors="replace")[-4000:], file=sys.stderr)
         for plant in self.plants:
@@ -611,7 +611,7 @@ def main() -> int:
             failures.append(f"{key} {value} > {limit}")
     for failure in failures:
         print(f"error: {failure}", file=sys.stderr)
-    return 1 if failures else 0
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The ``monitor`` command line.
 
-Exit status: 0 on success, 2 for bad input (config, arguments), 3 when a service it needs cannot
-be used (the broker refuses the credentials or its certificate does not verify, the store cannot
-be opened), 130 when stopped by SIGINT/SIGTERM, 1 for anything unexpected.
+Exit status (:mod:`monitor.exits`): 0 on success, 2 for bad input (config, arguments), 3 when a
+service it needs cannot be used (the broker refuses the credentials or its certificate does not
+verify, the store cannot be opened), 130 when stopped by SIGINT/SIGTERM, 1 when a check fails
+(``score``, ``bench``) or for anything unexpected.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitor import __version__
+from monitor.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE
+from monitor.logs import configure_logging, logging_configured, logging_options
 
 if TYPE_CHECKING:
     from monitor.clock import Clock
@@ -28,11 +31,6 @@ if TYPE_CHECKING:
     from monitor.models import DoseMarker
     from monitor.service import RunOptions
 
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_UNAVAILABLE = 3
-"""Something it needs cannot be used (the store, the broker): a failure retrying would not mend."""
-EXIT_INTERRUPTED = 130
 MAX_SPEED = 10_000
 """The fastest ``--speed``: a day of session time in under nine wall-clock seconds."""
 DEFAULT_STORE = Path("var/monitor-store.sqlite")
@@ -244,10 +242,7 @@ def _service_options(args: argparse.Namespace, *, simulated: bool) -> RunOptions
     if live:  # log lines would tear the live view apart: they go to a file beside the store
         log_file = args.store.parent / "monitor.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().handlers[:] = [handler]
-        logging.getLogger().setLevel(logging.INFO)
+        configure_logging(args.log_level, args.log_format, file=log_file)
     return RunOptions(
         store=args.store,
         duration_s=args.duration,
@@ -329,10 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    logs = logging_options()
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     check = commands.add_parser(
         "check-config",
+        parents=[logs],
         help="validate a site configuration and print a summary",
         description=(
             "Validate a site configuration and the protocol profiles it names. "
@@ -344,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = commands.add_parser(
         "record",
+        parents=[logs],
         help="record readings and device events from the configured wearables to files",
         description=(
             "Connect to the configured wearables and write DIR/readings.jsonl (one reading per "
@@ -358,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
+        parents=[logs],
         help="run the monitoring service: wearables, detection, alarms over MQTT, storage",
         description=(
             "Connect to the configured wearables, detect, publish every alarm transition over "
@@ -375,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     detect = commands.add_parser(
         "detect",
+        parents=[logs],
         help="the detector of a site with gateways: their readings over MQTT -> alarms, storage",
         description=(
             "Read every gateway's readings and device events from the site's broker (site file "
@@ -400,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway = commands.add_parser(
         "gateway",
+        parents=[logs],
         help="publish the wearables of some rooms to the site's MQTT broker (no detection)",
         description=(
             "Connect to the wearables of the chosen rooms (--room, repeatable; default every "
@@ -429,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
+        parents=[logs],
         help="write the local store (or a spool) as line protocol or CSV",
         description=(
             "Read a store or spool file (read-only; also while the service runs) and write its "
@@ -470,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser(
         "replay",
+        parents=[logs],
         help="evaluate recorded readings and write the alarm events they would have raised",
         description=(
             "Run detection over readings.jsonl files (the format monitor record writes) in their "
@@ -492,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser(
         "score",
+        parents=[logs],
         help="score detection against simulated scenarios' ground truth",
         description=(
             "Run the engine over simulated sessions (the physiology driven directly, no radio) "
@@ -508,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     detect = benches.add_parser(
         "detect",
+        parents=[logs],
         help="time the vectorised engine against the per-reading reference",
         description=(
             "Run engine and reference on identical synthetic input; fail (exit 1) if their "
@@ -569,7 +574,7 @@ def _bench_detect(args: argparse.Namespace) -> int:
         print(f"peak RSS (engine)      {result['peak_rss_mb']} MB")
     if not result["identical"]:
         print("error: engine and reference outputs differ", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -677,11 +682,8 @@ def _speed(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``monitor`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    handler = args.handler
-    status: int = handler(args)
+    with logging_configured(args.log_level, args.log_format):
+        status: int = args.handler(args)
     return status
 
 

@@ -45,6 +45,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from monitor.exits import EXIT_BAD_INPUT, EXIT_OK
 from monitor.storage import PointState, SpoolError, StoredPoint, export_points
 
 __all__ = [
@@ -67,9 +68,6 @@ __all__ = [
     "select",
     "summary",
 ]
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
 
 FORMATS = ("lp", "csv")
 STATES: Mapping[str, PointState] = {state.name.lower(): state for state in PointState}

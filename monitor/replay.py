@@ -33,15 +33,13 @@ from monitor.alerts.compile import compile_rules
 from monitor.alerts.lifecycle import FutureTimeError, LifecycleError
 from monitor.alerts.pipeline import MAX_SESSION_S, DetectionPipeline, to_ms
 from monitor.alerts.rules import RuleSet, RuleSetError
+from monitor.exits import EXIT_BAD_INPUT, EXIT_OK
 from monitor.models import AlarmEvent, AlarmPriority, DoseMarker, Reading
 
 __all__ = ["ALARMS_FILE", "MARKERS_FILE", "ReplayError", "ReplaySummary", "replay", "run_replay"]
 
 ALARMS_FILE = "alarms.jsonl"
 MARKERS_FILE = "markers.jsonl"
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
 
 _CHUNK = 1024
 """Readings per ``feed`` call: bounds memory; the pipeline cuts its batches at ticks anyway."""

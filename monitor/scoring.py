@@ -90,6 +90,7 @@ from monitor.alerts.rules import (
     TrendSpec,
 )
 from monitor.config import ConfigError, ProtocolProfile, SiteConfig, load_protocol
+from monitor.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from monitor.models import (
     EVIDENCE_KINDS,
     NOT_EVIDENCE,
@@ -145,10 +146,6 @@ TAIL_S: Final = 600.0
 ACK_AFTER_S: Final = 60.0
 """Simulated staff response: under both escalation timers (2 and 5 min), so nothing escalates."""
 PROTOCOLS_DIR: Final = Path(__file__).resolve().parent.parent / "config" / "protocols"
-
-EXIT_OK: Final = 0
-EXIT_TARGET_MISSED: Final = 1
-EXIT_BAD_INPUT: Final = 2
 
 ORIGIN: Final = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 """Session time 0 in every scored pipeline (any fixed instant: detection reads no clock)."""
@@ -1052,7 +1049,7 @@ def run_score(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(report_json(report), indent=2) + "\n")
     else:
         sys.stdout.write(format_report(report) + "\n")
-    return EXIT_OK if report.targets_met else EXIT_TARGET_MISSED
+    return EXIT_OK if report.targets_met else EXIT_FAILED
 
 
 def _scenario_input(scenario: Scenario) -> ScenarioInput:

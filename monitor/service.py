@@ -49,7 +49,6 @@ from monitor.live import LiveState, run_live_view
 from monitor.metrics import HttpServer, Metrics, metrics_route
 from monitor.models import (
     AlarmEvent,
-    AlarmPriority,
     AlarmState,
     DeviceEvent,
     DeviceState,
@@ -242,7 +241,7 @@ class Service:
                 mqtt = MqttConfig(url=broker.url)
                 protocol = "3.1.1"  # amqtt speaks 3.1.1 only and drops an MQTT 5 CONNECT
                 self.summary.mqtt_url = f"{broker.url} (embedded)"
-                _log.warning("no MQTT broker configured: embedded broker at %s", broker.url)
+                _log.info("no MQTT broker configured: embedded broker at %s", broker.url)
             else:
                 self.summary.mqtt_url = f"{mqtt.host}:{mqtt.port}"
             topics = Topics(mqtt.topic_root, site)
@@ -286,7 +285,7 @@ class Service:
                 server = await stack.enter_async_context(
                     HttpServer(host, port, {"/metrics": metrics_route(metrics)})
                 )
-                _log.warning("metrics at http://%s:%d/metrics", host, server.port)
+                _log.info("metrics at http://%s:%d/metrics", host, server.port)
             if self._simulation is not None:
                 markers = await stack.enter_async_context(self._simulation)
                 self._markers = sorted(markers, key=lambda marker: marker.given_at)
@@ -510,7 +509,7 @@ class Service:
         """Gateways running a simulation set the pace of a detector that follows them."""
         if isinstance(self.clock, FollowingClock) and not self.clock.following:
             self.clock.follow(batch.sent_at)
-            _log.warning(
+            _log.info(
                 "following the gateways' clock at x%g from %s (gateway %s)",
                 self.clock.speed,
                 batch.sent_at.isoformat(),
@@ -768,7 +767,7 @@ def _restored(
             rules, session=session, origin=origin, sequence_start=last + 1, horizon=horizon
         )
     active = pipeline.active()
-    _log.warning(
+    _log.info(
         "session %s: restored %d active alarm(s) (%d acknowledged) from %d journal events; "
         "alarm sequence continues at %d; baseline-relative rules wait for the next dose marker",
         session,
@@ -882,7 +881,7 @@ class _Sinks:
         if not events:
             return
         for event in events:
-            _log.log(_level(event), "%s", _describe(event))
+            _log.warning("%s", _describe(event), extra=_fields(event))
             self._write("alarms.jsonl", event)
             self.summary.by_priority[event.priority.value] += 1
         self.summary.alarm_events += len(events)
@@ -909,10 +908,20 @@ class _Sinks:
             writer.put(model)
 
 
-def _level(event: AlarmEvent) -> int:
-    if event.state in (AlarmState.ACTIVE, AlarmState.PENDING):
-        return logging.WARNING if event.priority is not AlarmPriority.HIGH else logging.ERROR
-    return logging.INFO
+def _fields(event: AlarmEvent) -> dict[str, object]:
+    """An alarm transition's identity as fields of its JSON log line (``--log-format json``).
+
+    Every transition logs at WARNING, raised or cleared, high or low: something staff must
+    see at the default level, yet no fault of the program (ERROR is kept for those).
+    """
+    return {
+        "session": event.session,
+        "participant": event.participant,
+        "rule": event.rule,
+        "priority": event.priority.value,
+        "state": event.state.value,
+        "sequence": event.sequence,
+    }
 
 
 def _describe(event: AlarmEvent) -> str:

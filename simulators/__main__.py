@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import math
 import signal
 import sys
@@ -18,14 +17,13 @@ from collections.abc import Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from monitor.clock import AcceleratedClock, Clock, SystemClock
+from monitor.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from monitor.logs import logging_configured, logging_options
 from simulators.radio import VirtualRadio
 from simulators.radio.peripheral import HciTransport
 from simulators.scenario import Scenario, ScenarioError, list_scenarios, load_scenario
 from simulators.session import SimulatedSession
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 _DESCRIPTION_WIDTH = 72
 _STATUS_EVERY_S = 60.0
 
@@ -211,11 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    listing = commands.add_parser("list", help="list the shipped scenarios")
+    logs = logging_options()
+    listing = commands.add_parser("list", parents=[logs], help="list the shipped scenarios")
     listing.set_defaults(handler=_list)
 
     run = commands.add_parser(
         "run",
+        parents=[logs],
         help="run a scenario's wearables",
         description=(
             "Run a scenario's wearables until the scenario ends, --duration elapses or Ctrl-C. "
@@ -280,10 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m simulators``."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    status: int = args.handler(args)
+    with logging_configured(args.log_level, args.log_format):
+        status: int = args.handler(args)
     return status
 
 

@@ -14,11 +14,11 @@ import pytest_asyncio
 
 from monitor.clock import SystemClock
 from monitor.devices.connector import (
+    RECONNECT_BACKOFF,
     BleBackend,
     Connector,
     ConnectorSettings,
     DeviceBinding,
-    backoff_delay,
 )
 from monitor.devices.readings import DeviceIdentity
 from monitor.models import (
@@ -325,7 +325,7 @@ async def test_links_are_bounded_per_adapter(radio: VirtualRadio) -> None:
 
 def test_backoff_is_capped_and_jittered() -> None:
     rng = random.Random(7)
-    delays = [backoff_delay(attempt, 0.5, 30.0, rng) for attempt in range(20)]
+    delays = [RECONNECT_BACKOFF.delay(attempt, rng) for attempt in range(20)]
     assert all(0.0 <= d <= 30.0 for d in delays)
     assert max(delays[:3]) <= 2.0
     assert len(set(delays)) == len(delays)

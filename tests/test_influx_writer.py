@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from monitor.backoff import Backoff
 from monitor.config import InfluxConfig, InfluxTls
 from monitor.models import (
     AlarmCategory,
@@ -38,7 +39,6 @@ from monitor.models import (
     ReadingKind,
 )
 from monitor.storage.influx import (
-    Backoff,
     InfluxWriter,
     alarm_point,
     classify_status,
@@ -54,7 +54,7 @@ from tests.services import InfluxDB, find_program
 
 SITE = "clinic-a"
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
-FAST = Backoff(initial_s=0.02, maximum_s=0.2)
+FAST = Backoff(initial_s=0.02, max_s=0.2)
 WAIT_S = 20.0
 
 
@@ -297,7 +297,7 @@ def test_only_bad_points_are_blamed_on_the_points() -> None:
 
 
 def test_backoff_is_capped_and_jittered() -> None:
-    backoff = Backoff(initial_s=1.0, maximum_s=8.0, factor=2.0, jitter=0.5)
+    backoff = Backoff(initial_s=1.0, max_s=8.0, factor=2.0, jitter=0.5)
     rng = random.Random(7)
     delays = [backoff.delay(attempt, rng) for attempt in range(8) for _ in range(20)]
     bases = [min(8.0, 2.0**attempt) for attempt in range(8) for _ in range(20)]

@@ -23,6 +23,7 @@ from monitor.alerts.lifecycle import (
     UnknownAlarmError,
     UnknownParticipantError,
 )
+from monitor.backoff import Backoff
 from monitor.config import StaffMember, StaffRole
 from monitor.models import (
     AlarmCategory,
@@ -33,7 +34,7 @@ from monitor.models import (
     Reading,
     ReadingKind,
 )
-from monitor.mqtt.client import Backoff, MqttLink
+from monitor.mqtt.client import MqttLink
 from monitor.mqtt.contract import TOPICS
 from monitor.mqtt.doc import _examples
 from monitor.mqtt.outbox import Outbox, Priority

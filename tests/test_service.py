@@ -79,6 +79,9 @@ async def test_embedded_defaults_need_no_broker_and_no_database(tmp_path: Path) 
     temperature = [a for a in alarms if a.participant == "P-001" and a.rule.startswith("temp-")]
     assert any(a.state is AlarmState.ACTIVE for a in temperature), [a.rule for a in alarms]
     assert [a.sequence for a in alarms] == list(range(1, len(alarms) + 1))
+    logged = [line for line in stderr.splitlines() if " monitor.service: alarm #" in line]
+    assert len(logged) == len(alarms), stderr[-3000:]
+    assert all(" WARNING " in line for line in logged), "every transition at WARNING, none ERROR"
     readings = (out / "readings.jsonl").read_text().splitlines()
     stored = list(export_points(store))
     assert sum(p.line.startswith("vitals,") for p in stored) == len(readings)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from monitor.cli import EXIT_UNAVAILABLE
+from monitor.exits import EXIT_UNAVAILABLE
 from monitor.mqtt.client import BrokerUnusableError, MqttLink
 from monitor.mqtt.contract import Role
 from tests.test_mqtt_acl import PASSWORDS, example_broker

@@ -26,6 +26,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
 
+from monitor.backoff import Backoff
 from monitor.clock import Clock
 from monitor.devices import gatt
 from monitor.devices.readings import (
@@ -46,12 +47,12 @@ from monitor.models import (
 )
 
 __all__ = [
+    "RECONNECT_BACKOFF",
     "BleBackend",
     "Connector",
     "ConnectorSettings",
     "ConnectorStats",
     "DeviceBinding",
-    "backoff_delay",
 ]
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,11 @@ class BleBackend:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+RECONNECT_BACKOFF = Backoff(initial_s=0.5, max_s=30.0, jitter=1.0)
+"""Reconnect delays after a timeout; other causes start sooner or later (``_BACKOFF_SCALE``).
+Full jitter: a room's wearables that drop together do not come back together."""
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectorSettings:
     """Tunables; defaults follow what real adapters and wearables do."""
@@ -114,8 +120,7 @@ class ConnectorSettings:
     max_links: int = 7  # simultaneous links one adapter holds reliably (CSR ~5, Broadcom ~7)
     connect_timeout_s: float = 20.0  # bleak-retry-connector's per-attempt timeout
     queue_size: int = 4096  # notifications waiting for the decoder
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
+    backoff: Backoff = RECONNECT_BACKOFF
     no_data_after_s: Mapping[DeviceKind, float] = field(
         default_factory=lambda: {
             DeviceKind.HEART_RATE: 15.0,
@@ -150,11 +155,11 @@ class _FailureKind(enum.Enum):
     OTHER = "other"
 
 
-_BACKOFF_BASE_S = {
-    _FailureKind.NOT_FOUND: 0.25,
-    _FailureKind.TIMEOUT: 0.5,
-    _FailureKind.PROTOCOL: 2.0,
-    _FailureKind.OTHER: 1.0,
+_BACKOFF_SCALE = {
+    _FailureKind.NOT_FOUND: 0.5,  # it may advertise again any moment
+    _FailureKind.TIMEOUT: 1.0,
+    _FailureKind.PROTOCOL: 4.0,  # a device refusing GATT operations needs time to settle
+    _FailureKind.OTHER: 2.0,
 }
 
 
@@ -166,14 +171,6 @@ def _classify(error: BaseException) -> _FailureKind:
     if isinstance(error, BleakGATTProtocolError):
         return _FailureKind.PROTOCOL
     return _FailureKind.OTHER
-
-
-def backoff_delay(
-    attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None
-) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
-    ceiling = min(cap_s, base_s * 2.0 ** min(attempt, 30))
-    return (rng or random).uniform(0.0, ceiling)
 
 
 @dataclass(slots=True)
@@ -307,8 +304,8 @@ class Connector:
                     detail=f"{_classify(failure).value}: {failure}",
                 )
             if failure is not None:
-                base = _BACKOFF_BASE_S[_classify(failure)]
-                delay = backoff_delay(attempt, base, self._settings.backoff_max_s, self._rng)
+                backoff = self._settings.backoff.scaled(_BACKOFF_SCALE[_classify(failure)])
+                delay = backoff.delay(attempt, self._rng)
                 attempt += 1
                 await self._clock.sleep(delay)
 

@@ -45,6 +45,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from monitor.backoff import Backoff
 from monitor.clock import Clock, SystemClock
 from monitor.config import (
     MQTT_PASSWORD_ENV,
@@ -88,10 +89,10 @@ __all__ = [
     "DETECTOR_NAME",
     "INTAKE_BATCH",
     "MQTT_URL_ENV",
+    "RECONNECT_BACKOFF",
     "REFUSAL_REPLY_INTERVAL_S",
     "SESSION_INTAKE_CAPACITY",
     "AlarmPublisher",
-    "Backoff",
     "BrokerUnusableError",
     "CommandChannel",
     "CommandStats",
@@ -162,6 +163,9 @@ Protocol = Literal["auto", "5", "3.1.1"]
 _STABLE_S = 2.0
 """A connection that lasts less than this counts as a failed attempt for the backoff, so two
 services sharing a client id (which take the session from each other) do not spin."""
+RECONNECT_BACKOFF = Backoff(initial_s=0.2, max_s=4.0)
+"""Reconnect delays: short, because a link is back about ``max_s`` plus one connect after the
+broker returns, and an alarm waits for it."""
 _NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)  # an alarm must not wait for Nagle
 
 
@@ -190,24 +194,6 @@ class BrokerUnusableError(Exception):
     until someone reads its warnings: a monitor that delivers nothing must stop and say why.
     The message names the broker and the cause, never the password.
     """
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Reconnect delays: ``initial_s`` doubling up to ``max_s``, each drawn from [d/2, d].
-
-    The cap bounds how long after the broker returns the link is back (about ``max_s`` plus one
-    connect); the jitter keeps a ward of gateways from reconnecting in lock step after an outage.
-    """
-
-    initial_s: float = 0.2
-    max_s: float = 4.0
-    factor: float = 2.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """The wait before reconnect attempt ``attempt`` (0 for the first after a failure)."""
-        ceiling = min(self.max_s, self.initial_s * self.factor ** min(attempt, 64))
-        return rng.uniform(ceiling / 2, ceiling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +350,7 @@ class MqttLink:
         self._fallback = protocol == "auto"
         self._outbox = Outbox(outbox_capacity)
         self._window = window
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or RECONNECT_BACKOFF
         self._keepalive_s = keepalive_s
         self._timeout_s = timeout_s
         self._ack_timeout_s = ack_timeout_s
@@ -682,7 +668,7 @@ class MqttLink:
             else:
                 self.stats.connect_failures += 1
             if self._should_fall_back(failure):
-                _log.warning("%s:%d does not speak MQTT 5; using 3.1.1", self.host, self.port)
+                _log.info("%s:%d does not speak MQTT 5; using 3.1.1", self.host, self.port)
                 self._protocol = aiomqtt.ProtocolVersion.V311
                 self._fallback = False
                 continue

@@ -34,9 +34,9 @@ from monitor.mqtt.client import (
     COMMAND_INTAKE_SUFFIX,
     DEFAULT_OUTBOX_CAPACITY,
     INTAKE_BATCH,
+    RECONNECT_BACKOFF,
     REFUSAL_REPLY_INTERVAL_S,
     SESSION_INTAKE_CAPACITY,
-    Backoff,
 )
 from monitor.mqtt.contract import TOPICS, Role, TopicSpec
 from monitor.mqtt.outbox import Priority
@@ -457,7 +457,7 @@ def _replies_section() -> list[str]:
 
 
 def _connection_section() -> list[str]:
-    backoff = Backoff()
+    backoff = RECONNECT_BACKOFF
     return [
         "## Connections, sessions and the outbox",
         "",

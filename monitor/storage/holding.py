@@ -122,7 +122,7 @@ class HoldingSpool:
         del self._precious[: len(self._precious)]
         del self._journal[: len(journal)]
         if self._failure is not None:
-            log.warning("the store takes writes again: %d held points written", len(points))
+            log.info("the store takes writes again: %d held points written", len(points))
             self._failure = None
             self._report(StoreHealth(failed=False, held=0))
 

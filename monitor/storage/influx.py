@@ -46,6 +46,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 from pydantic import SecretStr, ValidationError
 
+from monitor.backoff import Backoff
 from monitor.clock import Clock, SystemClock
 from monitor.config import INFLUX_TOKEN_ENV, InfluxConfig, describe_setting_error
 from monitor.models import AlarmEvent, DeviceEvent, Reading
@@ -60,7 +61,6 @@ __all__ = [
     "INFLUX_ORG_ENV",
     "INFLUX_URL_ENV",
     "VITALS_MEASUREMENT",
-    "Backoff",
     "FieldValue",
     "InfluxWriteError",
     "InfluxWriter",
@@ -282,26 +282,6 @@ def classify_status(status: int, message: str, retry_after: str | None = None) -
         hint = " (does the database or bucket exist, and is the api version right?)"
     text = message.strip()[:_MESSAGE_CHARS] + hint
     return InfluxWriteError(status, text, bad_points=status in (400, 413, 422), retry_after_s=delay)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with jitter, so many monitors do not retry in lockstep."""
-
-    initial_s: float = 0.5
-    maximum_s: float = 30.0
-    factor: float = 2.0
-    jitter: float = 0.5  # each delay is drawn from [base * (1 - jitter), base]
-
-    def __post_init__(self) -> None:
-        if not (0 < self.initial_s <= self.maximum_s and self.factor >= 1 and 0 <= self.jitter < 1):
-            msg = f"invalid backoff {self}"
-            raise ValueError(msg)
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """The wait before retry number ``attempt`` (0 for the first)."""
-        base = min(self.maximum_s, self.initial_s * self.factor ** min(attempt, 64))
-        return rng.uniform(base * (1 - self.jitter), base)
 
 
 # --- transports ----------------------------------------------------------------------------
@@ -593,7 +573,7 @@ class InfluxWriter:
                 self._set_available(False, failure)
                 delay = self._backoff.delay(attempt, self._rng)
                 if failure.retry_after_s is not None:
-                    delay = min(self._backoff.maximum_s, max(delay, failure.retry_after_s))
+                    delay = min(self._backoff.max_s, max(delay, failure.retry_after_s))
                 attempt += 1
                 self._retries += 1
                 log.debug("InfluxDB write failed (%s); retry %d in %.2f s", failure, attempt, delay)
