@@ -46,11 +46,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from monitor.alerts.rules import DETECTION_PARAMETERS, ArtefactSettings, BaselineSettings
 from monitor.models import (
+    DETECTION_PARAMETERS,
     PARAMETER_UNITS,
     AlarmCategory,
     AlarmPriority,
+    ArtefactSettings,
+    BaselineSettings,
     DeviceKind,
     Identifier,
     Parameter,

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from monitor.alerts.compile import STORAGE_BACKLOG, STORAGE_FAILED, compile_rules
-from monitor.alerts.inputs import Consciousness
 from monitor.alerts.pipeline import DetectionPipeline, to_ms
 from monitor.alerts.rules import RuleSet
 from monitor.broker import EmbeddedBroker
@@ -51,6 +50,7 @@ from monitor.models import (
     AlarmEvent,
     AlarmPriority,
     AlarmState,
+    Consciousness,
     DeviceEvent,
     DeviceState,
     DoseMarker,
