@@ -55,6 +55,8 @@ __all__ = [
     "ReadingKind",
     "RefusalCode",
     "RefusedError",
+    "StaffMember",
+    "StaffRole",
 ]
 
 
@@ -444,3 +446,24 @@ class DoseMarker(_Frozen):
     session: Identifier
     participant: ParticipantCode
     given_at: AwareDatetime
+
+
+class StaffRole(enum.StrEnum):
+    """What a staff member may order; docs/mqtt.md lists the commands each role may give."""
+
+    ROOM_STAFF = "room-staff"  # at the bedside: every command
+    MEDICAL_MONITOR = "medical-monitor"  # remote physician: acknowledge, pause, resume
+
+
+class StaffMember(_Frozen):
+    """Someone who may command the monitor, by staff code (never a name).
+
+    ``accounts`` are the broker accounts the member sends from directly; the broker's ACL lets
+    an account publish commands only on its own topic level, so the detector knows the sender
+    and refuses a ``staff`` the account may not act as. Paging (contact addresses, on-call
+    tiers) will be further optional fields here, leaving existing entries valid.
+    """
+
+    id: Identifier
+    roles: tuple[StaffRole, ...] = Field(min_length=1)
+    accounts: tuple[Identifier, ...] = ()

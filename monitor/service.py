@@ -41,7 +41,13 @@ from monitor.alerts.pipeline import DetectionPipeline, to_ms
 from monitor.alerts.rules import RuleSet
 from monitor.broker import EmbeddedBroker
 from monitor.clock import AcceleratedClock, Clock, FollowingClock
-from monitor.config import MqttConfig, Secrets, SiteConfig
+from monitor.config import (
+    MqttConfig,
+    Secrets,
+    SiteConfig,
+    resolve_influx_config,
+    resolve_mqtt_config,
+)
 from monitor.devices.connector import BleBackend, Connector, ConnectorSettings
 from monitor.jsonl import JsonlWriter
 from monitor.live import LiveState, run_live_view
@@ -59,13 +65,11 @@ from monitor.models import (
 from monitor.mqtt.client import (
     BATCH_INTERVAL_S,
     DETECTOR_NAME,
-    MQTT_URL_ENV,
     AlarmPublisher,
     CommandChannel,
     GatewayPublisher,
     MqttLink,
     VitalsFeed,
-    mqtt_settings,
 )
 from monitor.mqtt.payloads import (
     AcknowledgeCommand,
@@ -78,6 +82,7 @@ from monitor.mqtt.payloads import (
     reply_for_error,
     reply_ok,
 )
+from monitor.mqtt.settings import MQTT_URL_ENV
 from monitor.mqtt.staff import StaffDirectory
 from monitor.mqtt.topics import Topics
 from monitor.mqtt.tracking import BatchNumbering
@@ -90,7 +95,6 @@ from monitor.storage import (
     Spool,
     SpoolError,
     StoreHealth,
-    resolve_influx_config,
     to_point,
 )
 from monitor.throttle import LogThrottle
@@ -222,7 +226,7 @@ class Service:
 
     async def run(self) -> ServiceSummary:
         """Run until ``duration_s`` passes or the task is cancelled (SIGINT/SIGTERM)."""
-        mqtt = mqtt_settings(self.config, self._environ)
+        mqtt = resolve_mqtt_config(self.config, self._environ)
         if mqtt is None and self._backend is None:
             msg = (
                 f"no MQTT broker configured: the detector reads the gateways' readings from the "
@@ -247,11 +251,10 @@ class Service:
                 self.summary.mqtt_url = f"{mqtt.host}:{mqtt.port}"
             topics = Topics(mqtt.topic_root, site)
             detector_link = functools.partial(
-                MqttLink.from_config,
-                mqtt,
+                MqttLink.from_settings,
+                mqtt.settings(secrets),
                 topics=topics,
                 service=DETECTOR_NAME,
-                secrets=secrets,
                 protocol=protocol,
             )
             # Commands come in on a connection (and broker session) of their own: a backlog or
@@ -271,12 +274,16 @@ class Service:
             else:
                 vitals = GatewayPublisher(link, topics, BatchNumbering(DETECTOR_NAME))
             commands = CommandChannel(  # its intervals are wall time, not session
-                intake, topics, StaffDirectory.from_config(self.config)
+                intake,
+                topics,
+                StaffDirectory.of(
+                    self.config.staff, (relay.account for relay in self.config.relays)
+                ),
             )
             writer = None
             if influx is not None:
                 writer = await stack.enter_async_context(
-                    InfluxWriter(spool, influx, secrets.influx_token)
+                    InfluxWriter(spool, influx.settings(), secrets.influx_token)
                 )
                 self.summary.influx = f"InfluxDB {influx.api} at {influx.url}"
             record = await self._record_files(stack)

@@ -20,14 +20,13 @@ from monitor.config import (
     News2Rule,
     Secrets,
     SiteConfig,
-    StaffRole,
     StalenessRule,
     TrendRule,
     load_config,
     load_protocol,
     summarize,
 )
-from monitor.models import AlarmPriority, DeviceKind, Parameter
+from monitor.models import AlarmPriority, DeviceKind, Parameter, StaffRole
 from tests.test_mqtt_link import certificates
 
 ROOT = Path(__file__).resolve().parent.parent

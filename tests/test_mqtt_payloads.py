@@ -22,7 +22,6 @@ from monitor.alerts.lifecycle import (
     UnknownAlarmError,
     UnknownParticipantError,
 )
-from monitor.config import StaffMember, StaffRole
 from monitor.models import (
     AlarmCategory,
     AlarmEvent,
@@ -34,6 +33,8 @@ from monitor.models import (
     ReadingKind,
     RefusalCode,
     RefusedError,
+    StaffMember,
+    StaffRole,
 )
 from monitor.mqtt.client import Backoff, MqttLink
 from monitor.mqtt.contract import TOPICS

@@ -19,9 +19,9 @@ from monitor.storage.influx import (
     device_point,
     make_point,
     reading_point,
-    resolve_influx_config,
     to_point,
 )
+from monitor.storage.settings import InfluxSettings
 from monitor.storage.spool import (
     DEFAULT_HIGH_WATER,
     AcceptResult,
@@ -52,6 +52,7 @@ __all__ = [
     "HighWater",
     "HighWaterMark",
     "HoldingSpool",
+    "InfluxSettings",
     "InfluxWriteError",
     "InfluxWriter",
     "JournalEntry",
@@ -70,6 +71,5 @@ __all__ = [
     "export_points",
     "make_point",
     "reading_point",
-    "resolve_influx_config",
     "to_point",
 ]
