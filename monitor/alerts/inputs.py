@@ -22,7 +22,7 @@ __all__ = ["Detector", "SampleBatch"]
 class SampleBatch:
     """Samples in time order (non-decreasing ``t_ms``; equal times keep their order).
 
-    ``parameter`` indexes ``rules.DETECTION_PARAMETERS``; ``participant`` indexes the rule set's
+    ``parameter`` indexes ``models.DETECTION_PARAMETERS``; ``participant`` indexes the rule set's
     participants; ``flagged`` marks samples that are not evidence whatever their value.
     """
 

@@ -11,7 +11,7 @@ so the broker keeps QoS 1 subscriptions and queues commands while the service is
 :class:`CommandChannel` turns the command topics into a stream of parsed commands that nothing
 can stop: garbage is counted and answered (coalesced per session), duplicates are answered again
 without being carried out twice. It reads on a link of its own
-(``MqttLink.from_config(..., intake=True)``: another client id and persistent session), so a
+(``MqttLink.from_settings(..., intake=True)``: another client id and persistent session), so a
 backlog or a flood of commands queues at the broker behind commands only, never in front of the
 readings the detector needs or the alarms it sends.
 
@@ -931,7 +931,7 @@ class CommandChannel:
     Iterating yields only valid, new commands whose sender may give them (``staff``, see
     :class:`~monitor.mqtt.staff.StaffDirectory`), each session's in the order they arrived; the
     service carries each out and answers with :meth:`reply` (``reply_ok`` /
-    ``reply_for_error``). Give it a link of its own (``MqttLink.from_config(..., intake=True)``):
+    ``reply_for_error``). Give it a link of its own (``MqttLink.from_settings(..., intake=True)``):
     the broker then queues a backlog or a flood of commands behind commands only, and replies
     never wait in the alarms' outbox.
 
