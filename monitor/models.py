@@ -5,7 +5,7 @@ frozen and forbids unknown fields, so a payload that does not match is an error,
 
 Also the words that configuration, detection and the MQTT contract must share without importing
 one another (DEVELOPERS.md, room table): the detection parameters with their artefact and baseline
-defaults, consciousness levels, pause limits and the codes that refusals carry.
+defaults, consciousness levels, pause limits, the codes that refusals carry, and staff roles.
 """
 
 from __future__ import annotations

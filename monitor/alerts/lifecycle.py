@@ -60,7 +60,6 @@ __all__ = [
 PAUSE_RULE = "alarm-pause"
 """The rule id of the technical notice that shows a participant's alarms are paused."""
 
-
 _ALARM_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:session-vitals-monitor:alarm")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
