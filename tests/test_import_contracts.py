@@ -1,4 +1,5 @@
-"""The room table is enforced: ``lint-imports`` keeps the tree and catches a deliberate breach.
+"""The room table is enforced: ``lint-imports`` (run on the tree by ``scripts/test``) catches a
+deliberate breach, and every room of ``monitor/`` has a row in the table and a layer.
 
 Each breach is planted in a copy of the packages, so the check runs on exactly the code a
 developer might write, in well under a second per case.
@@ -74,13 +75,6 @@ def copy_of_the_packages(tmp_path: Path) -> Path:
         )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
-
-
-@pytest.mark.timeout(60)
-def test_the_tree_keeps_every_contract() -> None:
-    result = lint_imports(ROOT)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "0 broken" in result.stdout
 
 
 @pytest.mark.timeout(60)
