@@ -90,13 +90,12 @@ from monitor.recording import bindings_by_room
 from monitor.storage import (
     HighWater,
     HoldingSpool,
-    InfluxWriter,
     JournalEntry,
     Spool,
     SpoolError,
     StoreHealth,
-    to_point,
 )
+from monitor.storage.influx import InfluxWriter, to_point
 from monitor.throttle import LogThrottle
 
 __all__ = ["RunOptions", "Service", "ServiceSummary", "StoreUnavailableError"]

@@ -118,3 +118,20 @@ def test_a_deliberate_breach_is_caught(
     assert result.returncode != 0
     broken = result.stdout.partition("Broken contracts")[2]
     assert reported in broken, result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_the_configuration_loads_no_outside_library_of_another_room() -> None:
+    """The config builds the settings of mqtt and storage without loading their libraries, so
+    ``check-config`` starts as fast as before it built them."""
+    libraries = ("influxdb_client", "aiohttp", "aiomqtt", "amqtt", "bleak", "numpy")
+    code = f"import sys, monitor.config; print([m for m in {libraries!r} if m in sys.modules])"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "[]"
