@@ -54,23 +54,10 @@ def _run_until_signal(main: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(runner())
 
 
-def _load_config_or_report(path: Path) -> SiteConfig | None:
-    from monitor.config import ConfigError, load_config  # noqa: PLC0415 - keep --help fast
-
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        count = len(error.problems)
-        print(f"{path}: invalid configuration ({count} problem(s)):", file=sys.stderr)
-        for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return None
-
-
 def _check_config(args: argparse.Namespace) -> int:
-    from monitor.config import summarize  # noqa: PLC0415 - keep --help fast
+    from monitor.config import load_config_or_report, summarize  # noqa: PLC0415 - keep --help fast
 
-    config = _load_config_or_report(args.file)
+    config = load_config_or_report(args.file)
     if config is None:
         return EXIT_BAD_INPUT
     print(summarize(config))
@@ -78,9 +65,10 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
+    from monitor.config import load_config_or_report  # noqa: PLC0415 - keep --help fast
     from monitor.recording import record  # noqa: PLC0415
 
-    config = _load_config_or_report(args.config)
+    config = load_config_or_report(args.config)
     if config is None:
         return EXIT_BAD_INPUT
     if args.speed != 1.0 and args.simulate is None:
@@ -198,7 +186,9 @@ async def _wearables(
 def _config_for_wearables(args: argparse.Namespace) -> SiteConfig | None:
     """The site config of a command with wearables, and its simulation options checked;
     ``None`` once the problem is reported."""
-    config = _load_config_or_report(args.config)
+    from monitor.config import load_config_or_report  # noqa: PLC0415 - keep --help fast
+
+    config = load_config_or_report(args.config)
     if config is not None and args.simulate is None and (args.speed != 1.0 or args.start != 0.0):
         print("--speed and --start only apply with --simulate", file=sys.stderr)
         return None
@@ -224,8 +214,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _detect(args: argparse.Namespace) -> int:
     from monitor.clock import FollowingClock, SystemClock  # noqa: PLC0415
+    from monitor.config import load_config_or_report  # noqa: PLC0415 - keep --help fast
 
-    config = _load_config_or_report(args.config)
+    config = load_config_or_report(args.config)
     if config is None:
         return EXIT_BAD_INPUT
     following = args.speed != 1.0

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import ssl
+import sys
 import tomllib
 import types
 import typing
@@ -26,7 +27,7 @@ import urllib.parse
 import zoneinfo
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, TypeGuard
+from typing import Annotated, Any, Literal, Self, TextIO, TypeGuard
 
 from pydantic import (
     AfterValidator,
@@ -46,22 +47,33 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from monitor.alerts.rules import DETECTION_PARAMETERS, ArtefactSettings, BaselineSettings
 from monitor.models import (
+    DETECTION_PARAMETERS,
     PARAMETER_UNITS,
     AlarmCategory,
     AlarmPriority,
+    ArtefactSettings,
+    BaselineSettings,
     DeviceKind,
     Identifier,
     Parameter,
     ParticipantCode,
+    StaffMember,
 )
+from monitor.mqtt.settings import MQTT_PASSWORD_ENV, MQTT_URL_ENV, BrokerSettings
+from monitor.storage.settings import (
+    INFLUX_API_ENV,
+    INFLUX_BUCKET_ENV,
+    INFLUX_ORG_ENV,
+    INFLUX_TOKEN_ENV,
+    INFLUX_URL_ENV,
+    InfluxSettings,
+)
+from monitor.tls import TlsFiles, tls_context
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "ECHO_LIMIT",
-    "INFLUX_TOKEN_ENV",
-    "MQTT_PASSWORD_ENV",
     "PLAUSIBLE_RANGES",
     "Artefacts",
     "Baseline",
@@ -90,23 +102,21 @@ __all__ = [
     "SiteConfig",
     "SiteSection",
     "SpikeDeltas",
-    "StaffMember",
-    "StaffRole",
     "StalenessRule",
     "StorageConfig",
     "TrendRule",
     "describe_setting_error",
     "load_config",
+    "load_config_or_report",
     "load_protocol",
     "redact_url",
+    "resolve_influx_config",
+    "resolve_mqtt_config",
     "summarize",
-    "tls_context",
     "truncate",
 ]
 
 # The names of environment variables, not secrets.
-MQTT_PASSWORD_ENV = "MONITOR_MQTT_PASSWORD"  # noqa: S105
-INFLUX_TOKEN_ENV = "MONITOR_INFLUX_TOKEN"  # noqa: S105
 
 DEFAULT_MAX_CONNECTIONS = 7
 """BLE links per adapter: common controllers hold about 7-10 at once (CSR ~5, Broadcom ~7)."""
@@ -730,51 +740,6 @@ def _check_url(
     return parts
 
 
-def _ssl_reason(error: OSError) -> str:
-    reason = getattr(error, "reason", None)
-    return str(reason or error.strerror or error)
-
-
-def _no_password() -> str:
-    """An encrypted key must fail to load, not make OpenSSL prompt on the terminal."""
-    return ""
-
-
-def tls_context(
-    ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None
-) -> ssl.SSLContext:
-    """A client's TLS context: the broker or server verified against ``ca_file`` (else the
-    system's CAs), and a client certificate when ``cert_file`` is given.
-
-    The one place TLS files are read, by ``check-config`` and by the connections alike, so a file
-    that holds the wrong thing fails the check, not the first connection. Blocking (reads
-    files). A ``ValueError`` names the key and the file at fault.
-    """
-    try:
-        context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
-    except (ssl.SSLError, OSError) as error:
-        msg = f"ca_file {ca_file}: holds no CA certificate in PEM format ({_ssl_reason(error)})"
-        raise ValueError(msg) from None
-    if cert_file is None:
-        return context
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(cert_file))
-    except (ssl.SSLError, OSError) as error:
-        msg = f"cert_file {cert_file}: holds no certificate in PEM format ({_ssl_reason(error)})"
-        raise ValueError(msg) from None
-    key = None if key_file is None else str(key_file)
-    try:
-        context.load_cert_chain(str(cert_file), key, password=_no_password)
-    except (ssl.SSLError, OSError) as error:
-        where = f"cert_file {cert_file}" if key_file is None else f"key_file {key_file}"
-        msg = (
-            f"{where}: holds no unencrypted private key of the certificate in cert_file "
-            f"({_ssl_reason(error)})"
-        )
-        raise ValueError(msg) from None
-    return context
-
-
 class _TlsFiles(_Strict):
     """TLS files, loaded while a config file is checked (what they hold, not only that they
     exist), the same way the connection loads them."""
@@ -786,7 +751,7 @@ class _TlsFiles(_Strict):
         return self
 
     def context(self) -> ssl.SSLContext:
-        """The connection's TLS context (:func:`tls_context`); blocking."""
+        """The connection's TLS context (:func:`~monitor.tls.tls_context`); blocking."""
         raise NotImplementedError
 
 
@@ -806,8 +771,12 @@ class MqttTls(_TlsFiles):
         return key_file
 
     def context(self) -> ssl.SSLContext:
-        """The link's TLS context (:func:`tls_context`); blocking."""
-        return tls_context(self.ca_file, self.cert_file, self.key_file)
+        """The link's TLS context (:func:`~monitor.tls.tls_context`); blocking."""
+        return self.files().context()
+
+    def files(self) -> TlsFiles:
+        """The files as the link's settings carry them."""
+        return TlsFiles(self.ca_file, self.cert_file, self.key_file)
 
 
 class MqttConfig(_Strict):
@@ -855,6 +824,19 @@ class MqttConfig(_Strict):
         """Whether the connection is encrypted (``mqtts://``)."""
         return self.url.startswith("mqtts://")
 
+    def settings(self, secrets: Secrets) -> BrokerSettings:
+        """The link's own settings: the MQTT room never reads the site configuration."""
+        return BrokerSettings(
+            host=self.host,
+            port=self.port,
+            topic_root=self.topic_root,
+            client_id=self.client_id,
+            username=self.username,
+            password=secrets.mqtt_password,
+            tls=self.uses_tls,
+            tls_files=None if self.tls is None else self.tls.files(),
+        )
+
 
 class InfluxTls(_TlsFiles):
     """A private CA for the InfluxDB server's certificate."""
@@ -862,7 +844,7 @@ class InfluxTls(_TlsFiles):
     ca_file: ExistingFile
 
     def context(self) -> ssl.SSLContext:
-        """The writer's TLS context (:func:`tls_context`); blocking."""
+        """The writer's TLS context (:func:`~monitor.tls.tls_context`); blocking."""
         return tls_context(self.ca_file)
 
 
@@ -904,6 +886,16 @@ class InfluxConfig(_Strict):
             msg = "a CA file is given but the url uses http:// (use https://)"
             raise ValueError(msg)
         return tls
+
+    def settings(self) -> InfluxSettings:
+        """The writer's own settings: the storage room never reads the site configuration."""
+        return InfluxSettings(
+            url=self.url,
+            api=self.api,
+            bucket=self.bucket,
+            org=self.org,
+            ca_file=None if self.tls is None else self.tls.ca_file,
+        )
 
 
 class StorageConfig(_Strict):
@@ -976,27 +968,6 @@ class Session(_Strict):
     def protocol_of(self, participant: Participant) -> str:
         """The participant's protocol name: their own, else the session's."""
         return participant.protocol or self.protocol
-
-
-class StaffRole(enum.StrEnum):
-    """What a staff member may order; docs/mqtt.md lists the commands each role may give."""
-
-    ROOM_STAFF = "room-staff"  # at the bedside: every command
-    MEDICAL_MONITOR = "medical-monitor"  # remote physician: acknowledge, pause, resume
-
-
-class StaffMember(_Strict):
-    """Someone who may command the monitor, by staff code (never a name).
-
-    ``accounts`` are the broker accounts the member sends from directly; the broker's ACL lets
-    an account publish commands only on its own topic level, so the detector knows the sender
-    and refuses a ``staff`` the account may not act as. Paging (contact addresses, on-call
-    tiers) will be further optional fields here, leaving existing entries valid.
-    """
-
-    id: Identifier
-    roles: tuple[StaffRole, ...] = Field(min_length=1)
-    accounts: tuple[Identifier, ...] = ()
 
 
 class Relay(_Strict):
@@ -1072,6 +1043,53 @@ class Secrets(BaseSettings):
 
     mqtt_password: SecretStr | None = None
     influx_token: SecretStr | None = None
+
+
+def resolve_mqtt_config(config: SiteConfig, environ: Mapping[str, str]) -> MqttConfig | None:
+    """The site's broker with ``MONITOR_MQTT_URL`` on top; None means none is configured."""
+    url = environ.get(MQTT_URL_ENV) or None
+    if url is None:
+        return config.mqtt
+    base = config.mqtt.model_dump() if config.mqtt is not None else {}
+    try:
+        return MqttConfig.model_validate({**base, "url": url})
+    except ValidationError as error:
+        raise ValueError(describe_setting_error(error, "mqtt", {"url": MQTT_URL_ENV})) from None
+
+
+_INFLUX_OVERRIDES = {
+    "url": INFLUX_URL_ENV,
+    "api": INFLUX_API_ENV,
+    "bucket": INFLUX_BUCKET_ENV,
+    "org": INFLUX_ORG_ENV,
+}
+
+
+def resolve_influx_config(
+    config: InfluxConfig | None, environ: Mapping[str, str] | None = None
+) -> InfluxConfig | None:
+    """The site file's ``[influx]`` with ``MONITOR_INFLUX_URL/_API/_BUCKET/_ORG`` applied on top.
+
+    The environment wins so one site file can serve a test bench and the clinic; an empty
+    variable counts as unset. Without a file section, ``MONITOR_INFLUX_URL`` alone enables
+    InfluxDB. The result is validated like the file (``org`` only with v2...); a problem raises
+    ``ValueError`` naming the variable or the file key it came from. The token is not read here:
+    it stays in :class:`Secrets`.
+    """
+    env = os.environ if environ is None else environ
+    overrides = {field: env[name] for field, name in _INFLUX_OVERRIDES.items() if env.get(name)}
+    if config is None and "url" not in overrides:
+        return None
+    data: dict[str, object] = {}
+    if config is not None:
+        data = {"url": config.url, "api": config.api, "bucket": config.bucket, "org": config.org}
+        data["tls"] = config.tls
+    data.update(overrides)
+    try:
+        return InfluxConfig.model_validate(data)
+    except ValidationError as err:
+        sources = {field: _INFLUX_OVERRIDES[field] for field in overrides}
+        raise ValueError(describe_setting_error(err, "influx", sources)) from None
 
 
 # --- problems -------------------------------------------------------------------------------
@@ -1750,6 +1768,20 @@ def load_config(path: Path) -> SiteConfig:
         )
     except ValidationError as err:  # the checks above should have caught it; still no traceback
         raise ConfigError(_to_problems(path, _validation_problems(err, SiteConfig, data))) from None
+
+
+def load_config_or_report(path: Path, err: TextIO | None = None) -> SiteConfig | None:
+    """The site file, or None after listing every problem on ``err`` (standard error).
+
+    Every command that reads a site file reports its problems this one way.
+    """
+    stream = sys.stderr if err is None else err
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        stream.write(f"{path}: invalid configuration ({len(error.problems)} problem(s)):\n")
+        stream.writelines(f"  {problem}\n" for problem in error.problems)
+        return None
 
 
 # --- summary --------------------------------------------------------------------------------

@@ -26,17 +26,16 @@ from contextlib import AbstractAsyncContextManager
 from pydantic import TypeAdapter, ValidationError
 
 from monitor.clock import Clock
-from monitor.config import MqttConfig, Secrets, SiteConfig
+from monitor.config import Secrets, SiteConfig, resolve_mqtt_config
 from monitor.devices.connector import BleBackend, Connector, ConnectorSettings
 from monitor.models import DeviceEvent, Identifier, Reading
 from monitor.mqtt.client import (
     BATCH_INTERVAL_S,
     DETECTOR_NAME,
-    MQTT_URL_ENV,
     GatewayPublisher,
     MqttLink,
-    mqtt_settings,
 )
+from monitor.mqtt.settings import MQTT_URL_ENV, BrokerSettings
 from monitor.mqtt.topics import Topics
 from monitor.mqtt.tracking import BatchNumbering
 from monitor.recording import bindings_by_room
@@ -98,16 +97,17 @@ class Gateway:
         bindings = bindings_by_room(config)
         self.rooms = _chosen_rooms(config, bindings, rooms)
         self.name = _gateway_name(config, self.rooms, name)
-        mqtt = mqtt_settings(config, os.environ if environ is None else environ)
+        mqtt = resolve_mqtt_config(config, os.environ if environ is None else environ)
         if mqtt is None:
             msg = (
                 "no MQTT broker configured: a gateway publishes to the site's broker, an embedded "
                 f"one would reach nobody (set [mqtt] url in the site file or {MQTT_URL_ENV})"
             )
             raise ValueError(msg)
-        if mqtt.client_id is not None:  # the site's id is the detector's: one client id each
-            mqtt = mqtt.model_copy(update={"client_id": f"{mqtt.client_id}-{self.name}"})
-        self._mqtt: MqttConfig = mqtt
+        broker = mqtt.settings(Secrets())
+        if broker.client_id is not None:  # the site's id is the detector's: one client id each
+            broker = dataclasses.replace(broker, client_id=f"{broker.client_id}-{self.name}")
+        self._mqtt: BrokerSettings = broker
         self._bindings = {room: bindings[room] for room in self.rooms}
         self._backend = backend
         self._simulation = simulation
@@ -126,9 +126,7 @@ class Gateway:
         """
         topics = Topics(self._mqtt.topic_root, self.config.site.code)
         # no status topic: the contract gives gateways none (the detector sees their readings)
-        link = MqttLink.from_config(
-            self._mqtt, topics=topics, service=self.name, secrets=Secrets(), status=False
-        )
+        link = MqttLink.from_settings(self._mqtt, topics=topics, service=self.name, status=False)
         publisher = GatewayPublisher(link, topics, BatchNumbering(self.name))
         self.connectors = [self._connector(room) for room in self.rooms]
         _log.info(

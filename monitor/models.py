@@ -2,6 +2,10 @@
 
 Values are always in canonical units: bpm, mmHg, degrees Celsius, percent. Every model here is
 frozen and forbids unknown fields, so a payload that does not match is an error, not a surprise.
+
+Also the words that configuration, detection and the MQTT contract must share without importing
+one another (DEVELOPERS.md, room table): the detection parameters with their artefact and baseline
+defaults, consciousness levels, pause limits, the codes that refusals carry, and staff roles.
 """
 
 from __future__ import annotations
@@ -9,7 +13,10 @@ from __future__ import annotations
 import enum
 import math
 import uuid
-from typing import Annotated, Self
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Annotated, ClassVar, Self
 
 from pydantic import (
     AfterValidator,
@@ -22,13 +29,19 @@ from pydantic import (
 )
 
 __all__ = [
+    "DEFAULT_PAUSE_S",
+    "DETECTION_PARAMETERS",
     "EVIDENCE_KINDS",
+    "MAX_PAUSE_S",
     "NOT_EVIDENCE",
     "PARAMETER_UNITS",
     "AlarmCategory",
     "AlarmEvent",
     "AlarmPriority",
     "AlarmState",
+    "ArtefactSettings",
+    "BaselineSettings",
+    "Consciousness",
     "DeviceEvent",
     "DeviceEventType",
     "DeviceKind",
@@ -40,6 +53,10 @@ __all__ = [
     "QualityFlag",
     "Reading",
     "ReadingKind",
+    "RefusalCode",
+    "RefusedError",
+    "StaffMember",
+    "StaffRole",
 ]
 
 
@@ -129,6 +146,97 @@ _KIND_PARAMETERS: dict[ReadingKind, frozenset[Parameter]] = {
     ReadingKind.SPO2: frozenset({Parameter.SPO2, Parameter.PULSE_RATE}),
     ReadingKind.BATTERY: frozenset({Parameter.BATTERY}),
 }
+
+
+DETECTION_PARAMETERS: tuple[Parameter, ...] = (
+    Parameter.HEART_RATE,
+    Parameter.SYSTOLIC_BP,
+    Parameter.DIASTOLIC_BP,
+    Parameter.TEMPERATURE,
+    Parameter.SPO2,
+)
+"""Parameters that form detection streams; the stream index of a parameter is its position."""
+
+
+def _default_plausible() -> Mapping[Parameter, tuple[float, float]]:
+    return MappingProxyType(
+        {
+            Parameter.HEART_RATE: (20.0, 250.0),
+            Parameter.SYSTOLIC_BP: (40.0, 300.0),
+            Parameter.DIASTOLIC_BP: (20.0, 200.0),
+            Parameter.TEMPERATURE: (30.0, 45.0),
+            Parameter.SPO2: (50.0, 100.0),
+        }
+    )
+
+
+def _default_spike_delta() -> Mapping[Parameter, float | None]:
+    return MappingProxyType(
+        {
+            Parameter.HEART_RATE: 30.0,
+            Parameter.SYSTOLIC_BP: None,
+            Parameter.DIASTOLIC_BP: None,
+            Parameter.TEMPERATURE: 1.0,
+            Parameter.SPO2: 6.0,
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ArtefactSettings:
+    """Evidence filter (docs/detection.md section 2)."""
+
+    plausible: Mapping[Parameter, tuple[float, float]] = field(default_factory=_default_plausible)
+    spike_delta: Mapping[Parameter, float | None] = field(default_factory=_default_spike_delta)
+    spike_max_gap_s: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineSettings:
+    """Pre-dose baseline (docs/detection.md section 3)."""
+
+    window_s: int = 1800
+    resolution_s: int = 10
+    min_samples: int = 3
+    max_samples: int = 256
+
+
+class Consciousness(enum.StrEnum):
+    """ACVPU as staff enter it; anything but ALERT scores 3 in NEWS2."""
+
+    ALERT = "alert"
+    CONFUSION = "confusion"
+    VOICE = "voice"
+    PAIN = "pain"
+    UNRESPONSIVE = "unresponsive"
+
+
+DEFAULT_PAUSE_S = 120
+MAX_PAUSE_S = 900
+"""A pause is never indefinite: unlimited standby has killed (docs/clinical-basis.md#technical).
+Shared because detection enforces the bounds and the MQTT contract states them to its clients."""
+
+
+class RefusalCode(enum.StrEnum):
+    """Why detection refused a staff command or an input.
+
+    Detection raises :class:`RefusedError` subclasses that carry one of these; the MQTT contract
+    maps the code to its reply's error code, so it never has to import detection's errors.
+    """
+
+    REJECTED = "rejected"
+    UNKNOWN_ALARM = "unknown_alarm"
+    ALARM_RESOLVED = "alarm_resolved"
+    ALARM_PENDING = "alarm_pending"
+    STAFF_REQUIRED = "staff_required"
+    UNKNOWN_PARTICIPANT = "unknown_participant"
+    PAUSE_REJECTED = "pause_rejected"
+
+
+class RefusedError(ValueError):
+    """A command or input that cannot be carried out; the message names the problem for staff."""
+
+    code: ClassVar[RefusalCode] = RefusalCode.REJECTED
 
 
 class QualityFlag(enum.StrEnum):
@@ -338,3 +446,24 @@ class DoseMarker(_Frozen):
     session: Identifier
     participant: ParticipantCode
     given_at: AwareDatetime
+
+
+class StaffRole(enum.StrEnum):
+    """What a staff member may order; docs/mqtt.md lists the commands each role may give."""
+
+    ROOM_STAFF = "room-staff"  # at the bedside: every command
+    MEDICAL_MONITOR = "medical-monitor"  # remote physician: acknowledge, pause, resume
+
+
+class StaffMember(_Frozen):
+    """Someone who may command the monitor, by staff code (never a name).
+
+    ``accounts`` are the broker accounts the member sends from directly; the broker's ACL lets
+    an account publish commands only on its own topic level, so the detector knows the sender
+    and refuses a ``staff`` the account may not act as. Paging (contact addresses, on-call
+    tiers) will be further optional fields here, leaving existing entries valid.
+    """
+
+    id: Identifier
+    roles: tuple[StaffRole, ...] = Field(min_length=1)
+    accounts: tuple[Identifier, ...] = ()

@@ -33,6 +33,7 @@ from monitor.alerts.compile import compile_rules
 from monitor.alerts.lifecycle import FutureTimeError, LifecycleError
 from monitor.alerts.pipeline import MAX_SESSION_S, DetectionPipeline, to_ms
 from monitor.alerts.rules import RuleSet, RuleSetError
+from monitor.config import load_config_or_report
 from monitor.exits import EXIT_BAD_INPUT, EXIT_OK
 from monitor.models import AlarmEvent, AlarmPriority, DoseMarker, Reading
 
@@ -196,9 +197,7 @@ class ReplaySummary:
 
 def run_replay(args: argparse.Namespace) -> int:
     """The ``monitor replay`` command: 0 on success, 2 for bad input (bad lines are not)."""
-    from monitor.cli import _load_config_or_report  # noqa: PLC0415 - the one config report
-
-    config = _load_config_or_report(args.config)
+    config = load_config_or_report(args.config)
     if config is None:
         return EXIT_BAD_INPUT
     try:

@@ -76,8 +76,6 @@ from monitor.alerts.compile import compile_rules
 from monitor.alerts.inputs import SampleBatch
 from monitor.alerts.pipeline import DetectionPipeline, to_ms
 from monitor.alerts.rules import (
-    DETECTION_PARAMETERS,
-    ArtefactSettings,
     BaselineSpec,
     CombinedSpec,
     CompiledRule,
@@ -92,11 +90,13 @@ from monitor.alerts.rules import (
 from monitor.config import ConfigError, ProtocolProfile, SiteConfig, load_protocol
 from monitor.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from monitor.models import (
+    DETECTION_PARAMETERS,
     EVIDENCE_KINDS,
     NOT_EVIDENCE,
     AlarmEvent,
     AlarmPriority,
     AlarmState,
+    ArtefactSettings,
     DeviceKind,
     Parameter,
     QualityFlag,

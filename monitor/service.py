@@ -37,12 +37,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from monitor.alerts.compile import STORAGE_BACKLOG, STORAGE_FAILED, compile_rules
-from monitor.alerts.inputs import Consciousness
 from monitor.alerts.pipeline import DetectionPipeline, to_ms
 from monitor.alerts.rules import RuleSet
 from monitor.broker import EmbeddedBroker
 from monitor.clock import AcceleratedClock, Clock, FollowingClock
-from monitor.config import MqttConfig, Secrets, SiteConfig
+from monitor.config import (
+    MqttConfig,
+    Secrets,
+    SiteConfig,
+    resolve_influx_config,
+    resolve_mqtt_config,
+)
 from monitor.devices.connector import BleBackend, Connector, ConnectorSettings
 from monitor.jsonl import JsonlWriter
 from monitor.live import LiveState, run_live_view
@@ -50,6 +55,7 @@ from monitor.metrics import HttpServer, Metrics, metrics_route
 from monitor.models import (
     AlarmEvent,
     AlarmState,
+    Consciousness,
     DeviceEvent,
     DeviceState,
     DoseMarker,
@@ -58,13 +64,11 @@ from monitor.models import (
 from monitor.mqtt.client import (
     BATCH_INTERVAL_S,
     DETECTOR_NAME,
-    MQTT_URL_ENV,
     AlarmPublisher,
     CommandChannel,
     GatewayPublisher,
     MqttLink,
     VitalsFeed,
-    mqtt_settings,
 )
 from monitor.mqtt.payloads import (
     AcknowledgeCommand,
@@ -77,6 +81,7 @@ from monitor.mqtt.payloads import (
     reply_for_error,
     reply_ok,
 )
+from monitor.mqtt.settings import MQTT_URL_ENV
 from monitor.mqtt.staff import StaffDirectory
 from monitor.mqtt.topics import Topics
 from monitor.mqtt.tracking import BatchNumbering
@@ -84,14 +89,12 @@ from monitor.recording import bindings_by_room
 from monitor.storage import (
     HighWater,
     HoldingSpool,
-    InfluxWriter,
     JournalEntry,
     Spool,
     SpoolError,
     StoreHealth,
-    resolve_influx_config,
-    to_point,
 )
+from monitor.storage.influx import InfluxWriter, to_point
 from monitor.throttle import LogThrottle
 
 __all__ = ["RunOptions", "Service", "ServiceSummary", "StoreUnavailableError"]
@@ -221,7 +224,7 @@ class Service:
 
     async def run(self) -> ServiceSummary:
         """Run until ``duration_s`` passes or the task is cancelled (SIGINT/SIGTERM)."""
-        mqtt = mqtt_settings(self.config, self._environ)
+        mqtt = resolve_mqtt_config(self.config, self._environ)
         if mqtt is None and self._backend is None:
             msg = (
                 f"no MQTT broker configured: the detector reads the gateways' readings from the "
@@ -246,11 +249,10 @@ class Service:
                 self.summary.mqtt_url = f"{mqtt.host}:{mqtt.port}"
             topics = Topics(mqtt.topic_root, site)
             detector_link = functools.partial(
-                MqttLink.from_config,
-                mqtt,
+                MqttLink.from_settings,
+                mqtt.settings(secrets),
                 topics=topics,
                 service=DETECTOR_NAME,
-                secrets=secrets,
                 protocol=protocol,
             )
             # Commands come in on a connection (and broker session) of their own: a backlog or
@@ -270,12 +272,16 @@ class Service:
             else:
                 vitals = GatewayPublisher(link, topics, BatchNumbering(DETECTOR_NAME))
             commands = CommandChannel(  # its intervals are wall time, not session
-                intake, topics, StaffDirectory.from_config(self.config)
+                intake,
+                topics,
+                StaffDirectory.of(
+                    self.config.staff, (relay.account for relay in self.config.relays)
+                ),
             )
             writer = None
             if influx is not None:
                 writer = await stack.enter_async_context(
-                    InfluxWriter(spool, influx, secrets.influx_token)
+                    InfluxWriter(spool, influx.settings(), secrets.influx_token)
                 )
                 self.summary.influx = f"InfluxDB {influx.api} at {influx.url}"
             record = await self._record_files(stack)

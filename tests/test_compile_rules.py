@@ -13,9 +13,6 @@ from monitor.alerts.compile import (
     measured_parameters,
 )
 from monitor.alerts.rules import (
-    DETECTION_PARAMETERS,
-    ArtefactSettings,
-    BaselineSettings,
     BaselineSpec,
     CombinedPart,
     CombinedSpec,
@@ -30,7 +27,14 @@ from monitor.alerts.rules import (
     TrendSpec,
 )
 from monitor.config import Artefacts, Baseline, load_config, load_protocol
-from monitor.models import AlarmCategory, AlarmPriority, Parameter
+from monitor.models import (
+    DETECTION_PARAMETERS,
+    AlarmCategory,
+    AlarmPriority,
+    ArtefactSettings,
+    BaselineSettings,
+    Parameter,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config"

@@ -15,19 +15,21 @@ from monitor.config import (
     CombinedRule,
     ConfigError,
     ConfigProblem,
+    InfluxConfig,
     LimitDirection,
     LimitRule,
+    MqttConfig,
     News2Rule,
     Secrets,
     SiteConfig,
-    StaffRole,
     StalenessRule,
     TrendRule,
     load_config,
     load_protocol,
     summarize,
 )
-from monitor.models import AlarmPriority, DeviceKind, Parameter
+from monitor.models import AlarmPriority, DeviceKind, Parameter, StaffRole
+from monitor.storage.settings import InfluxSettings
 from tests.test_mqtt_link import certificates
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -526,6 +528,28 @@ def test_secrets_are_optional(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- transports -------------------------------------------------------------------------------
+
+
+def test_the_config_builds_the_settings_mqtt_and_storage_take(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MONITOR_MQTT_PASSWORD", "mqtt-hunter2")
+    mqtt = MqttConfig(url="mqtts://detector@broker.example:8884", client_id="det-1")
+    broker = mqtt.settings(Secrets())
+    assert (broker.host, broker.port, broker.username, broker.client_id, broker.tls) == (
+        "broker.example",
+        8884,
+        "detector",
+        "det-1",
+        True,
+    )
+    assert broker.password is not None
+    assert broker.password.get_secret_value() == "mqtt-hunter2"
+    assert "hunter2" not in repr(broker)
+    influx = InfluxConfig(url="https://db:8086", api="v2", bucket="b", org="clinic")
+    assert influx.settings() == InfluxSettings(
+        url="https://db:8086", api="v2", bucket="b", org="clinic", ca_file=None
+    )
 
 
 @pytest.mark.parametrize(

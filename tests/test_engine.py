@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.alerts.engine import Engine
-from monitor.alerts.inputs import Consciousness, SampleBatch
+from monitor.alerts.inputs import SampleBatch
 from monitor.alerts.reference import ReferenceDetector
 from monitor.alerts.replay_input import (
     ConsciousnessEvent,
@@ -20,8 +20,6 @@ from monitor.alerts.replay_input import (
     run_detector,
 )
 from monitor.alerts.rules import (
-    DETECTION_PARAMETERS,
-    BaselineSettings,
     BaselineSpec,
     CombinedPart,
     CombinedSpec,
@@ -34,7 +32,14 @@ from monitor.alerts.rules import (
     StalenessSpec,
     TrendSpec,
 )
-from monitor.models import AlarmCategory, AlarmPriority, Parameter
+from monitor.models import (
+    DETECTION_PARAMETERS,
+    AlarmCategory,
+    AlarmPriority,
+    BaselineSettings,
+    Consciousness,
+    Parameter,
+)
 
 ORIGIN = 1_760_000_000_000
 HR, SBP, DBP, TEMP, SPO2 = range(5)

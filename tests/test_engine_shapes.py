@@ -13,7 +13,6 @@ from monitor.alerts.engine import Engine
 from monitor.alerts.reference import ReferenceDetector
 from monitor.alerts.replay_input import run_detector
 from monitor.alerts.rules import (
-    BaselineSettings,
     BaselineSpec,
     CombinedPart,
     CombinedSpec,
@@ -25,7 +24,7 @@ from monitor.alerts.rules import (
     StalenessSpec,
     TrendSpec,
 )
-from monitor.models import AlarmCategory, AlarmPriority, Parameter
+from monitor.models import AlarmCategory, AlarmPriority, BaselineSettings, Parameter
 from tests.test_engine import ORIGIN, event_lists
 
 LOW, MEDIUM, HIGH = AlarmPriority.LOW, AlarmPriority.MEDIUM, AlarmPriority.HIGH

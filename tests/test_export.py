@@ -34,7 +34,8 @@ from monitor.models import (
     Reading,
     ReadingKind,
 )
-from monitor.storage import PointKey, Spool, SpoolPoint, export_points, make_point, to_point
+from monitor.storage import PointKey, Spool, SpoolPoint, export_points
+from monitor.storage.influx import make_point, to_point
 
 pytestmark = pytest.mark.timeout(60)
 

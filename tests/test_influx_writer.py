@@ -23,7 +23,7 @@ import pytest
 from pydantic import SecretStr
 
 from monitor.backoff import Backoff
-from monitor.config import InfluxConfig, InfluxTls
+from monitor.config import InfluxConfig, resolve_influx_config
 from monitor.models import (
     AlarmCategory,
     AlarmEvent,
@@ -45,9 +45,9 @@ from monitor.storage.influx import (
     device_point,
     make_point,
     reading_point,
-    resolve_influx_config,
     to_point,
 )
+from monitor.storage.settings import InfluxSettings
 from monitor.storage.spool import HighWater, PointState, Spool, export_points
 from tests.influx_v2_shim import InfluxV2Shim
 from tests.services import InfluxDB, find_program
@@ -241,8 +241,8 @@ class TlsInfluxDB(InfluxDB):
             return result
 
 
-def v1(influx: InfluxDB, database: str) -> InfluxConfig:
-    return InfluxConfig(url=influx.url, api="v1", bucket=database)
+def v1(influx: InfluxDB, database: str) -> InfluxSettings:
+    return InfluxSettings(url=influx.url, api="v1", bucket=database)
 
 
 # --- the schema and the pure parts ----------------------------------------------------------
@@ -307,7 +307,7 @@ def test_backoff_is_capped_and_jittered() -> None:
 
 
 def test_v1_needs_user_and_password() -> None:
-    config = InfluxConfig(url="http://db:8086", api="v1")
+    config = InfluxSettings(url="http://db:8086", api="v1")
     with pytest.raises(ValueError, match="user:password"):
         InfluxWriter(Spool(Path("unused.db")), config, SecretStr("just-a-token"))
 
@@ -332,7 +332,7 @@ async def test_records_land_in_influxdb(influx: InfluxDB, tmp_path: Path, api: s
         if api == "v1":
             writer = InfluxWriter(spool, v1(influx, database), None, backoff=FAST)
         else:
-            config = InfluxConfig(url=shim.url, api="v2", bucket=database, org="clinic")
+            config = InfluxSettings(url=shim.url, api="v2", bucket=database, org="clinic")
             writer = InfluxWriter(spool, config, SecretStr("s3cret"), backoff=FAST)
         await spool.accept(to_point(record, site=SITE) for record in records)
         async with writer, asyncio.timeout(WAIT_S):
@@ -423,7 +423,7 @@ async def test_v2_sends_its_token_and_a_wrong_one_keeps_points_pending(
     database = "wrong_token"
     await create_database(influx, database)
     async with Spool(tmp_path / "spool.db") as spool, InfluxV2Shim(influx.url, "right") as shim:
-        config = InfluxConfig(url=shim.url, api="v2", bucket=database, org="clinic")
+        config = InfluxSettings(url=shim.url, api="v2", bucket=database, org="clinic")
         await spool.accept([reading_point(heart_rate(n), site=SITE) for n in range(3)])
         availability = Availability()
         wrong = SecretStr("t0k3n-wr0ng")
@@ -602,7 +602,7 @@ async def test_v1_over_https_trusts_the_ca_file_and_nothing_else(
         async with Spool(tmp_path / "spool.db") as spool:
             await spool.accept([reading_point(heart_rate(n), site=SITE) for n in range(3)])
             availability = Availability()
-            untrusted = InfluxConfig(url=server.url, api="v1", bucket="tls")
+            untrusted = InfluxSettings(url=server.url, api="v1", bucket="tls")
             async with (
                 InfluxWriter(
                     spool, untrusted, None, backoff=FAST, on_availability=availability
@@ -614,7 +614,7 @@ async def test_v1_over_https_trusts_the_ca_file_and_nothing_else(
                 task.cancel()
             assert "certificate" in (writer.status.last_error or "").lower()
             assert spool.depth == 3
-            trusted = untrusted.model_copy(update={"tls": InfluxTls(ca_file=certificates.ca)})
+            trusted = dataclasses.replace(untrusted, ca_file=certificates.ca)
             async with InfluxWriter(spool, trusted, None, backoff=FAST) as writer:
                 async with asyncio.timeout(WAIT_S):
                     await writer.drain()
@@ -637,12 +637,8 @@ async def test_v2_over_https_uses_the_ca_file(
         Spool(tmp_path / "spool.db") as spool,
         InfluxV2Shim(influx.url, "s3cret", ssl_context=context) as shim,
     ):
-        config = InfluxConfig(
-            url=shim.url,
-            api="v2",
-            bucket=database,
-            org="clinic",
-            tls=InfluxTls(ca_file=certificates.ca),
+        config = InfluxSettings(
+            url=shim.url, api="v2", bucket=database, org="clinic", ca_file=certificates.ca
         )
         await spool.accept([reading_point(heart_rate(n), site=SITE) for n in range(4)])
         async with InfluxWriter(spool, config, SecretStr("s3cret"), backoff=FAST) as writer:

@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.alerts.lifecycle import (
-    MAX_PAUSE_S,
     PAUSE_RULE,
     AlarmLifecycle,
     AlarmPendingError,
@@ -30,7 +29,14 @@ from monitor.alerts.rules import (
     RuleSet,
     StalenessSpec,
 )
-from monitor.models import AlarmCategory, AlarmEvent, AlarmPriority, AlarmState, Parameter
+from monitor.models import (
+    MAX_PAUSE_S,
+    AlarmCategory,
+    AlarmEvent,
+    AlarmPriority,
+    AlarmState,
+    Parameter,
+)
 
 LOW, MEDIUM, HIGH = AlarmPriority.LOW, AlarmPriority.MEDIUM, AlarmPriority.HIGH
 CLEAR, PENDING, MET = ConditionStatus.CLEAR, ConditionStatus.PENDING, ConditionStatus.MET

@@ -15,7 +15,8 @@ import aiomqtt
 import pytest
 from pydantic import SecretStr
 
-from monitor.config import MqttConfig, Secrets, StaffMember, StaffRole
+from monitor.config import MqttConfig, Secrets
+from monitor.models import StaffMember, StaffRole
 from monitor.mqtt.client import CommandChannel, Incoming, MqttLink, Subscription
 from monitor.mqtt.contract import TOPICS, Role
 from monitor.mqtt.payloads import CommandReply, ErrorCode, reply_ok
@@ -149,8 +150,8 @@ async def test_a_dashboard_can_send_commands_but_not_readings_or_alarms(
     try:
         monkeypatch.setenv("MONITOR_MQTT_PASSWORD", PASSWORDS[Role.DETECTOR])
         config = MqttConfig(url=f"mqtt://detector@127.0.0.1:{broker.port}")
-        detector = MqttLink.from_config(
-            config, topics=TOPICS_, service="detector", secrets=Secrets()
+        detector = MqttLink.from_settings(
+            config.settings(Secrets()), topics=TOPICS_, service="detector"
         )
         inbound = detector.subscribe(TOPICS_.readings_filter)
         commands = detector.subscribe(TOPICS_.commands_filter)

@@ -19,8 +19,8 @@ import pytest
 
 from monitor.alerts.pipeline import DetectionPipeline
 from monitor.alerts.rules import CompiledRule, LimitSpec, RuleSet
-from monitor.config import MqttConfig, MqttTls, Secrets, StaffMember
-from monitor.models import AlarmPriority, AlarmState, Parameter, Reading, ReadingKind
+from monitor.config import MqttConfig, MqttTls, Secrets
+from monitor.models import AlarmPriority, AlarmState, Parameter, Reading, ReadingKind, StaffMember
 from monitor.mqtt.client import (
     AlarmPublisher,
     CommandChannel,
@@ -736,7 +736,9 @@ async def test_mutual_tls_from_the_site_config(tmp_path: Path) -> None:
                 ca_file=files["ca"], cert_file=files["client"], key_file=files["client-key"]
             ),
         )
-        secure = MqttLink.from_config(config, topics=TOPICS, service="detector", secrets=Secrets())
+        secure = MqttLink.from_settings(
+            config.settings(Secrets()), topics=TOPICS, service="detector"
+        )
         echo = secure.subscribe("echo/#")
         async with secure:
             async with asyncio.timeout(10):

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from monitor.alerts.inputs import Consciousness
 from monitor.alerts.lifecycle import (
     AlarmPendingError,
     AlarmResolvedError,
@@ -24,15 +23,19 @@ from monitor.alerts.lifecycle import (
     UnknownParticipantError,
 )
 from monitor.backoff import Backoff
-from monitor.config import StaffMember, StaffRole
 from monitor.models import (
     AlarmCategory,
     AlarmEvent,
     AlarmPriority,
     AlarmState,
+    Consciousness,
     Parameter,
     Reading,
     ReadingKind,
+    RefusalCode,
+    RefusedError,
+    StaffMember,
+    StaffRole,
 )
 from monitor.mqtt.client import MqttLink
 from monitor.mqtt.contract import TOPICS
@@ -41,6 +44,7 @@ from monitor.mqtt.outbox import Outbox, Priority
 from monitor.mqtt.payloads import (
     MAX_BATCH_SEQUENCE,
     MAX_COMMAND_BYTES,
+    REFUSAL_CODES,
     AcknowledgeCommand,
     ActiveAlarms,
     CommandError,
@@ -384,6 +388,22 @@ def test_lifecycle_errors_become_replies(error: Exception, code: ErrorCode) -> N
     if isinstance(error, KeyError):
         assert reply.reason == "participant P-9 is not in session S-1"
     assert CommandReply.model_validate_json(reply.model_dump_json()) == reply
+
+
+def test_every_refusal_code_has_a_reply_code() -> None:
+    assert set(REFUSAL_CODES) == set(RefusalCode)
+
+
+def test_a_refusal_maps_by_its_code_not_its_class() -> None:
+    """The contract knows detection's errors only by the code they carry."""
+
+    class LaterError(RefusedError):
+        code = RefusalCode.ALARM_PENDING
+
+    parsed = parse(command())
+    assert isinstance(parsed, AcknowledgeCommand)
+    reply = reply_for_error(parsed, LaterError("not yet"))
+    assert (reply.error, reply.reason) == (ErrorCode.ALARM_PENDING, "not yet")
 
 
 def test_an_ok_reply_has_no_error() -> None:

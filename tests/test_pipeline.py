@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.alerts.compile import STORAGE_BACKLOG
-from monitor.alerts.inputs import Consciousness, Detector, SampleBatch
+from monitor.alerts.inputs import Detector, SampleBatch
 from monitor.alerts.lifecycle import FutureTimeError
 from monitor.alerts.pipeline import DetectionPipeline, restore_settle_s, to_ms
 from monitor.alerts.reference import ReferenceDetector
@@ -33,6 +33,7 @@ from monitor.models import (
     AlarmEvent,
     AlarmPriority,
     AlarmState,
+    Consciousness,
     Parameter,
     QualityFlag,
     Reading,

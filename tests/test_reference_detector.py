@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from monitor.alerts.inputs import Consciousness, Detector, SampleBatch
+from monitor.alerts.inputs import Detector, SampleBatch
 from monitor.alerts.reference import ReferenceDetector, news2_band, news2_score
 from monitor.alerts.replay_input import (
     ConsciousnessEvent,
@@ -23,7 +23,6 @@ from monitor.alerts.replay_input import (
     run_detector,
 )
 from monitor.alerts.rules import (
-    BaselineSettings,
     BaselineSpec,
     CombinedPart,
     CombinedSpec,
@@ -37,7 +36,7 @@ from monitor.alerts.rules import (
     StalenessSpec,
     TrendSpec,
 )
-from monitor.models import AlarmCategory, AlarmPriority, Parameter
+from monitor.models import AlarmCategory, AlarmPriority, BaselineSettings, Consciousness, Parameter
 
 ORIGIN_MS = 1_798_761_600_000  # 2027-01-01T00:00:00Z
 HR, SBP, DBP, TEMP, SPO2 = range(5)  # stream indices: positions in DETECTION_PARAMETERS

@@ -13,8 +13,6 @@ from types import MappingProxyType
 from typing import assert_never
 
 from monitor.alerts.rules import (
-    ArtefactSettings,
-    BaselineSettings,
     BaselineSpec,
     CombinedPart,
     CombinedSpec,
@@ -44,7 +42,14 @@ from monitor.config import (
     StalenessRule,
     TrendRule,
 )
-from monitor.models import AlarmCategory, AlarmPriority, DeviceKind, Parameter
+from monitor.models import (
+    AlarmCategory,
+    AlarmPriority,
+    ArtefactSettings,
+    BaselineSettings,
+    DeviceKind,
+    Parameter,
+)
 
 __all__ = [
     "SERVICE_RULES",

@@ -71,9 +71,8 @@ from typing import Any, Final, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from monitor.alerts.inputs import Consciousness, SampleBatch
+from monitor.alerts.inputs import SampleBatch
 from monitor.alerts.rules import (
-    DETECTION_PARAMETERS,
     BaselineSpec,
     CombinedSpec,
     CompiledRule,
@@ -85,7 +84,7 @@ from monitor.alerts.rules import (
     StalenessSpec,
     TrendSpec,
 )
-from monitor.models import AlarmPriority, Parameter
+from monitor.models import DETECTION_PARAMETERS, AlarmPriority, Consciousness, Parameter
 
 __all__ = ["Engine"]
 

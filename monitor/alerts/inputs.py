@@ -6,7 +6,6 @@ The engine and the reference implement :class:`Detector` with the same semantics
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,25 +13,16 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.alerts.rules import ConditionUpdate
+from monitor.models import Consciousness
 
-__all__ = ["Consciousness", "Detector", "SampleBatch"]
-
-
-class Consciousness(enum.StrEnum):
-    """ACVPU as staff enter it; anything but ALERT scores 3 in NEWS2."""
-
-    ALERT = "alert"
-    CONFUSION = "confusion"
-    VOICE = "voice"
-    PAIN = "pain"
-    UNRESPONSIVE = "unresponsive"
+__all__ = ["Detector", "SampleBatch"]
 
 
 @dataclass(frozen=True, slots=True)
 class SampleBatch:
     """Samples in time order (non-decreasing ``t_ms``; equal times keep their order).
 
-    ``parameter`` indexes ``rules.DETECTION_PARAMETERS``; ``participant`` indexes the rule set's
+    ``parameter`` indexes ``models.DETECTION_PARAMETERS``; ``participant`` indexes the rule set's
     participants; ``flagged`` marks samples that are not evidence whatever their value.
     """
 

@@ -31,6 +31,8 @@ from monitor.alerts.rules import (
     TrendSpec,
 )
 from monitor.models import (
+    DEFAULT_PAUSE_S,
+    MAX_PAUSE_S,
     PARAMETER_UNITS,
     AlarmCategory,
     AlarmEvent,
@@ -38,11 +40,11 @@ from monitor.models import (
     AlarmState,
     Identifier,
     Parameter,
+    RefusalCode,
+    RefusedError,
 )
 
 __all__ = [
-    "DEFAULT_PAUSE_S",
-    "MAX_PAUSE_S",
     "PAUSE_RULE",
     "AlarmLifecycle",
     "AlarmPendingError",
@@ -57,10 +59,6 @@ __all__ = [
 
 PAUSE_RULE = "alarm-pause"
 """The rule id of the technical notice that shows a participant's alarms are paused."""
-
-DEFAULT_PAUSE_S = 120
-MAX_PAUSE_S = 900
-"""A pause is never indefinite: unlimited standby has killed (docs/clinical-basis.md#technical)."""
 
 _ALARM_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:session-vitals-monitor:alarm")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -79,32 +77,44 @@ _LABELS: dict[Parameter, str] = {
 }
 
 
-class LifecycleError(ValueError):
+class LifecycleError(RefusedError):
     """A command or input the lifecycle cannot carry out; the message names the problem."""
 
 
 class UnknownAlarmError(LifecycleError):
     """The alarm id names no alarm of this session."""
 
+    code = RefusalCode.UNKNOWN_ALARM
+
 
 class AlarmResolvedError(LifecycleError):
     """The alarm has already resolved; there is nothing left to act on."""
+
+    code = RefusalCode.ALARM_RESOLVED
 
 
 class AlarmPendingError(LifecycleError):
     """The alarm is still pending (its condition delay is running): not yet announced."""
 
+    code = RefusalCode.ALARM_PENDING
+
 
 class StaffRequiredError(LifecycleError):
     """Staff commands must name the staff member (a code) who gave them."""
+
+    code = RefusalCode.STAFF_REQUIRED
 
 
 class UnknownParticipantError(LifecycleError):
     """The participant code is not part of this session."""
 
+    code = RefusalCode.UNKNOWN_PARTICIPANT
+
 
 class PauseError(LifecycleError):
     """A pause outside its bounds, or a resume without a pause."""
+
+    code = RefusalCode.PAUSE_REJECTED
 
 
 class FutureTimeError(LifecycleError):

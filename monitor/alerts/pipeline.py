@@ -15,16 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monitor.alerts.engine import Engine
-from monitor.alerts.inputs import Consciousness, Detector, SampleBatch
+from monitor.alerts.inputs import Detector, SampleBatch
 from monitor.alerts.lifecycle import AlarmLifecycle, FutureTimeError
-from monitor.alerts.rules import (
-    DETECTION_PARAMETERS,
-    ConditionStatus,
-    ConditionUpdate,
-    RuleSet,
-    StalenessSpec,
-)
-from monitor.models import EVIDENCE_KINDS, AlarmEvent, Reading
+from monitor.alerts.rules import ConditionStatus, ConditionUpdate, RuleSet, StalenessSpec
+from monitor.models import DETECTION_PARAMETERS, EVIDENCE_KINDS, AlarmEvent, Consciousness, Reading
 
 __all__ = ["MAX_SESSION_S", "DetectionPipeline", "PipelineStats", "restore_settle_s", "to_ms"]
 

@@ -12,9 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from monitor.alerts.inputs import Consciousness, SampleBatch
+from monitor.alerts.inputs import SampleBatch
 from monitor.alerts.rules import (
-    DETECTION_PARAMETERS,
     BaselineSpec,
     CombinedPart,
     CombinedSpec,
@@ -28,7 +27,7 @@ from monitor.alerts.rules import (
     StalenessSpec,
     TrendSpec,
 )
-from monitor.models import AlarmPriority, Parameter
+from monitor.models import DETECTION_PARAMETERS, AlarmPriority, Consciousness, Parameter
 
 __all__ = ["NEWS2_CHART", "ReferenceDetector", "news2_band", "news2_score"]
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.alerts.inputs import Consciousness, Detector, SampleBatch
+from monitor.alerts.inputs import Detector, SampleBatch
 from monitor.alerts.rules import ConditionUpdate
+from monitor.models import Consciousness
 
 __all__ = [
     "ConsciousnessEvent",

@@ -15,15 +15,17 @@ import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import NamedTuple
 
-from monitor.models import AlarmCategory, AlarmPriority, Parameter
+from monitor.models import (
+    AlarmCategory,
+    AlarmPriority,
+    ArtefactSettings,
+    BaselineSettings,
+    Parameter,
+)
 
 __all__ = [
-    "DETECTION_PARAMETERS",
-    "ArtefactSettings",
-    "BaselineSettings",
     "BaselineSpec",
     "CombinedPart",
     "CombinedSpec",
@@ -39,15 +41,6 @@ __all__ = [
     "StalenessSpec",
     "TrendSpec",
 ]
-
-DETECTION_PARAMETERS: tuple[Parameter, ...] = (
-    Parameter.HEART_RATE,
-    Parameter.SYSTOLIC_BP,
-    Parameter.DIASTOLIC_BP,
-    Parameter.TEMPERATURE,
-    Parameter.SPO2,
-)
-"""Parameters that form detection streams; the stream index of a parameter is its position."""
 
 
 class RuleSetError(ValueError):
@@ -185,49 +178,6 @@ class CompiledRule:
     def reported(self) -> bool:
         """Set by the service (:class:`ReportedSpec`), never evaluated by detection."""
         return isinstance(self.spec, ReportedSpec)
-
-
-def _default_plausible() -> Mapping[Parameter, tuple[float, float]]:
-    return MappingProxyType(
-        {
-            Parameter.HEART_RATE: (20.0, 250.0),
-            Parameter.SYSTOLIC_BP: (40.0, 300.0),
-            Parameter.DIASTOLIC_BP: (20.0, 200.0),
-            Parameter.TEMPERATURE: (30.0, 45.0),
-            Parameter.SPO2: (50.0, 100.0),
-        }
-    )
-
-
-def _default_spike_delta() -> Mapping[Parameter, float | None]:
-    return MappingProxyType(
-        {
-            Parameter.HEART_RATE: 30.0,
-            Parameter.SYSTOLIC_BP: None,
-            Parameter.DIASTOLIC_BP: None,
-            Parameter.TEMPERATURE: 1.0,
-            Parameter.SPO2: 6.0,
-        }
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ArtefactSettings:
-    """Evidence filter (docs/detection.md section 2)."""
-
-    plausible: Mapping[Parameter, tuple[float, float]] = field(default_factory=_default_plausible)
-    spike_delta: Mapping[Parameter, float | None] = field(default_factory=_default_spike_delta)
-    spike_max_gap_s: int = 30
-
-
-@dataclass(frozen=True, slots=True)
-class BaselineSettings:
-    """Pre-dose baseline (docs/detection.md section 3)."""
-
-    window_s: int = 1800
-    resolution_s: int = 10
-    min_samples: int = 3
-    max_samples: int = 256
 
 
 @dataclass(frozen=True, slots=True)

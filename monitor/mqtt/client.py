@@ -11,7 +11,7 @@ so the broker keeps QoS 1 subscriptions and queues commands while the service is
 :class:`CommandChannel` turns the command topics into a stream of parsed commands that nothing
 can stop: garbage is counted and answered (coalesced per session), duplicates are answered again
 without being carried out twice. It reads on a link of its own
-(``MqttLink.from_config(..., intake=True)``: another client id and persistent session), so a
+(``MqttLink.from_settings(..., intake=True)``: another client id and persistent session), so a
 backlog or a flood of commands queues at the broker behind commands only, never in front of the
 readings the detector needs or the alarms it sends.
 
@@ -32,7 +32,7 @@ import random
 import socket
 import ssl
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -47,15 +47,6 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from monitor.backoff import Backoff
 from monitor.clock import Clock, SystemClock
-from monitor.config import (
-    MQTT_PASSWORD_ENV,
-    MqttConfig,
-    MqttTls,
-    Secrets,
-    SiteConfig,
-    describe_setting_error,
-    tls_context,
-)
 from monitor.models import AlarmEvent, DeviceEvent, Reading
 from monitor.mqtt.outbox import Outbox, Outgoing, Priority
 from monitor.mqtt.payloads import (
@@ -76,10 +67,12 @@ from monitor.mqtt.payloads import (
     load_json,
     parse_command,
 )
+from monitor.mqtt.settings import MQTT_PASSWORD_ENV, BrokerSettings
 from monitor.mqtt.staff import StaffDirectory
 from monitor.mqtt.topics import Topics, command_target, topic_matches
 from monitor.mqtt.tracking import BatchNumbering, EscalationTracker, SequenceTracker
 from monitor.throttle import LogThrottle
+from monitor.tls import TlsFiles, tls_context
 
 __all__ = [
     "BATCH_INTERVAL_S",
@@ -88,7 +81,6 @@ __all__ = [
     "DEFAULT_OUTBOX_CAPACITY",
     "DETECTOR_NAME",
     "INTAKE_BATCH",
-    "MQTT_URL_ENV",
     "RECONNECT_BACKOFF",
     "REFUSAL_REPLY_INTERVAL_S",
     "SESSION_INTAKE_CAPACITY",
@@ -104,29 +96,15 @@ __all__ = [
     "MqttLink",
     "Subscription",
     "VitalsFeed",
-    "mqtt_settings",
 ]
 
 _log = logging.getLogger("monitor.mqtt")
 _M = TypeVar("_M", bound=BaseModel)
 
-MQTT_URL_ENV = "MONITOR_MQTT_URL"
 DETECTOR_NAME = "detector"
 """The detector's name on the status topic and in the batches of ``monitor run``'s own wearables."""
 BATCH_INTERVAL_S = 0.25
 """Wall time readings gather before a gateway publishes them or a detector evaluates them."""
-
-
-def mqtt_settings(config: SiteConfig, environ: Mapping[str, str]) -> MqttConfig | None:
-    """The site's broker with ``MONITOR_MQTT_URL`` on top; None means none is configured."""
-    url = environ.get(MQTT_URL_ENV) or None
-    if url is None:
-        return config.mqtt
-    base = config.mqtt.model_dump() if config.mqtt is not None else {}
-    try:
-        return MqttConfig.model_validate({**base, "url": url})
-    except ValidationError as error:
-        raise ValueError(describe_setting_error(error, "mqtt", {"url": MQTT_URL_ENV})) from None
 
 
 DEFAULT_OUTBOX_CAPACITY = 50_000
@@ -287,7 +265,7 @@ class Subscription:
             return None
 
 
-def _tls_context(files: MqttTls | None) -> ssl.SSLContext:
+def _tls_context(files: TlsFiles | None) -> ssl.SSLContext:
     """Blocking (reads certificate files): run it in a thread."""
     return tls_context() if files is None else files.context()
 
@@ -315,7 +293,7 @@ class MqttLink:
         username: str | None = None,
         password: SecretStr | None = None,
         tls: bool = False,
-        tls_files: MqttTls | None = None,
+        tls_files: TlsFiles | None = None,
         status_topic: str | None = None,
         service: str = "monitor",
         protocol: Protocol = "auto",
@@ -374,18 +352,17 @@ class MqttLink:
         self._runner: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(
+    def from_settings(
         cls,
-        config: MqttConfig,
+        settings: BrokerSettings,
         *,
         topics: Topics,
         service: str,
-        secrets: Secrets | None = None,
         status: bool = True,
         intake: bool = False,
         **options: Any,
     ) -> MqttLink:
-        """A link as the site file describes it; the password comes from the environment.
+        """A link to the broker the site's settings name.
 
         ``status=False`` for a role the contract gives no status topic: a gateway's broker user
         may write only readings and devices, so the broker would refuse every ``online`` (an
@@ -394,16 +371,15 @@ class MqttLink:
         persistent session (and whatever backlog of commands the broker queues there) is its own,
         and no status (the service's one link says whether it is up).
         """
-        secrets = secrets if secrets is not None else Secrets()
-        client_id = config.client_id or f"monitor-{topics.site}-{service}"
+        client_id = settings.client_id or f"monitor-{topics.site}-{service}"
         return cls(
-            host=config.host,
-            port=config.port,
+            host=settings.host,
+            port=settings.port,
             client_id=f"{client_id}{COMMAND_INTAKE_SUFFIX}" if intake else client_id,
-            username=config.username,
-            password=secrets.mqtt_password,
-            tls=config.uses_tls,
-            tls_files=config.tls,
+            username=settings.username,
+            password=settings.password,
+            tls=settings.tls,
+            tls_files=settings.tls_files,
             status_topic=topics.status(service) if status and not intake else None,
             service=service,
             **options,
@@ -981,7 +957,7 @@ class CommandChannel:
     Iterating yields only valid, new commands whose sender may give them (``staff``, see
     :class:`~monitor.mqtt.staff.StaffDirectory`), each session's in the order they arrived; the
     service carries each out and answers with :meth:`reply` (``reply_ok`` /
-    ``reply_for_error``). Give it a link of its own (``MqttLink.from_config(..., intake=True)``):
+    ``reply_for_error``). Give it a link of its own (``MqttLink.from_settings(..., intake=True)``):
     the broker then queues a backlog or a flood of commands behind commands only, and replies
     never wait in the alarms' outbox.
 

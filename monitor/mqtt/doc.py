@@ -13,13 +13,14 @@ import uuid
 
 from pydantic import BaseModel
 
-from monitor.alerts.inputs import Consciousness
-from monitor.alerts.lifecycle import DEFAULT_PAUSE_S, MAX_PAUSE_S, UnknownAlarmError
 from monitor.models import (
+    DEFAULT_PAUSE_S,
+    MAX_PAUSE_S,
     AlarmCategory,
     AlarmEvent,
     AlarmPriority,
     AlarmState,
+    Consciousness,
     DeviceEvent,
     DeviceEventType,
     DeviceKind,
@@ -27,6 +28,8 @@ from monitor.models import (
     Parameter,
     Reading,
     ReadingKind,
+    RefusalCode,
+    RefusedError,
 )
 from monitor.mqtt.client import (
     BATCH_INTERVAL_S,
@@ -204,10 +207,16 @@ def _commands() -> list[BaseModel]:
     return [model.model_validate(common | values) for model, values in fields]
 
 
+class _UnknownAlarmError(RefusedError):
+    """Stands for detection's unknown-alarm error: the contract knows refusals by code only."""
+
+    code = RefusalCode.UNKNOWN_ALARM
+
+
 def _replies() -> list[CommandReply]:
     acknowledge, pause = _commands()[:2]
     assert isinstance(acknowledge, AcknowledgeCommand) and isinstance(pause, PauseCommand)
-    unknown = UnknownAlarmError(f"no alarm {_ALARM_ID} in session {_SESSION}")
+    unknown = _UnknownAlarmError(f"no alarm {_ALARM_ID} in session {_SESSION}")
     garbage = parse_command(_TOPICS.command(_SESSION, "pause", _ACCOUNT), b'{"kind": "pause"')
     assert not isinstance(garbage, BaseModel)
     return [

@@ -19,6 +19,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -32,26 +33,19 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.alerts.inputs import Consciousness
-from monitor.alerts.lifecycle import (
+from monitor.models import (
     DEFAULT_PAUSE_S,
     MAX_PAUSE_S,
-    AlarmPendingError,
-    AlarmResolvedError,
-    LifecycleError,
-    PauseError,
-    StaffRequiredError,
-    UnknownAlarmError,
-    UnknownParticipantError,
-)
-from monitor.models import (
     AlarmEvent,
     AlarmState,
+    Consciousness,
     DeviceEvent,
     DoseMarker,
     Identifier,
     ParticipantCode,
     Reading,
+    RefusalCode,
+    RefusedError,
 )
 from monitor.mqtt.topics import COMMAND_KINDS, CommandKind, command_target
 
@@ -60,6 +54,7 @@ __all__ = [
     "MAX_BATCH_READINGS",
     "MAX_BATCH_SEQUENCE",
     "MAX_COMMAND_BYTES",
+    "REFUSAL_CODES",
     "SCHEMA_VERSION",
     "AcknowledgeCommand",
     "ActiveAlarms",
@@ -638,14 +633,19 @@ def _short(value: object) -> str:
 
 # --- replies -----------------------------------------------------------------------------------
 
-_LIFECYCLE_CODES: tuple[tuple[type[LifecycleError], ErrorCode], ...] = (
-    (UnknownAlarmError, ErrorCode.UNKNOWN_ALARM),
-    (AlarmResolvedError, ErrorCode.ALARM_RESOLVED),
-    (AlarmPendingError, ErrorCode.ALARM_PENDING),
-    (StaffRequiredError, ErrorCode.MISSING_STAFF),
-    (UnknownParticipantError, ErrorCode.UNKNOWN_PARTICIPANT),
-    (PauseError, ErrorCode.PAUSE_REJECTED),
+REFUSAL_CODES: Mapping[RefusalCode, ErrorCode] = MappingProxyType(
+    {
+        RefusalCode.REJECTED: ErrorCode.REJECTED,
+        RefusalCode.UNKNOWN_ALARM: ErrorCode.UNKNOWN_ALARM,
+        RefusalCode.ALARM_RESOLVED: ErrorCode.ALARM_RESOLVED,
+        RefusalCode.ALARM_PENDING: ErrorCode.ALARM_PENDING,
+        RefusalCode.STAFF_REQUIRED: ErrorCode.MISSING_STAFF,
+        RefusalCode.UNKNOWN_PARTICIPANT: ErrorCode.UNKNOWN_PARTICIPANT,
+        RefusalCode.PAUSE_REJECTED: ErrorCode.PAUSE_REJECTED,
+    }
 )
+"""The reply's error code for each refusal detection can raise: one row per code, no import of
+detection's error classes (the contract stays below detection in the room table)."""
 
 
 def reply_ok(command: Command, *, alarm_events: int = 0) -> CommandReply:
@@ -662,16 +662,15 @@ def reply_ok(command: Command, *, alarm_events: int = 0) -> CommandReply:
 def reply_for_error(command: Command, error: Exception) -> CommandReply:
     """The reply for a command the pipeline refused.
 
-    Lifecycle errors map to their codes; a ``KeyError`` is what ``DetectionPipeline`` raises for a
-    participant outside the session (dose, consciousness). Anything else is a bug in the service,
-    reported as ``internal`` without its details (they could hold anything).
+    Refusals map to their codes through :data:`REFUSAL_CODES`; a ``KeyError`` is what
+    ``DetectionPipeline`` raises for a participant outside the session (dose, consciousness).
+    Anything else is a bug in the service, reported as ``internal`` without its details (they
+    could hold anything).
     """
     code = ErrorCode.INTERNAL
     reason = "the service failed while handling the command"
-    if isinstance(error, LifecycleError):
-        code = next(
-            (c for kind, c in _LIFECYCLE_CODES if isinstance(error, kind)), ErrorCode.REJECTED
-        )
+    if isinstance(error, RefusedError):
+        code = REFUSAL_CODES[error.code]
         reason = str(error)
     elif isinstance(error, KeyError):
         code = ErrorCode.UNKNOWN_PARTICIPANT

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Self
 
-from monitor.config import SiteConfig, StaffMember, StaffRole
+from monitor.models import StaffMember, StaffRole
 from monitor.mqtt.payloads import Command, CommandError, ErrorCode
 from monitor.mqtt.topics import CommandKind, command_target
 
@@ -47,11 +47,6 @@ class StaffDirectory:
     def of(cls, members: Iterable[StaffMember], relays: Iterable[str] = ()) -> Self:
         """A directory of these members and relay accounts."""
         return cls({member.id: member for member in members}, frozenset(relays))
-
-    @classmethod
-    def from_config(cls, config: SiteConfig) -> Self:
-        """The site file's ``[[staff]]`` and ``[[relays]]``."""
-        return cls.of(config.staff, (relay.account for relay in config.relays))
 
     def check(self, topic: str, command: Command) -> CommandError | None:
         """Why the sender on ``topic`` may not give ``command``, or ``None`` if it may.

@@ -4,23 +4,14 @@ The service persists a record in two steps: ``to_point`` turns it into a line-pr
 ``Spool.accept`` commits it to disk (from then on it is "accepted" and survives a crash), and an
 ``InfluxWriter`` drains the spool into InfluxDB. Without InfluxDB, a ``Spool(forward=False)`` is the
 local store and ``export_points`` reads it back.
+
+The writer and the points (``monitor.storage.influx``) are imported from their module, not from
+here: they load the InfluxDB client library, which the site configuration, building
+:class:`InfluxSettings`, and ``monitor export`` do not need.
 """
 
 from monitor.storage.holding import DEFAULT_HELD_LIMIT, HoldingSpool, StoreHealth
-from monitor.storage.influx import (
-    ALARM_MEASUREMENT,
-    DEVICE_MEASUREMENT,
-    VITALS_MEASUREMENT,
-    InfluxWriteError,
-    InfluxWriter,
-    WriterStatus,
-    alarm_point,
-    device_point,
-    make_point,
-    reading_point,
-    resolve_influx_config,
-    to_point,
-)
+from monitor.storage.settings import InfluxSettings
 from monitor.storage.spool import (
     DEFAULT_HIGH_WATER,
     AcceptResult,
@@ -40,18 +31,14 @@ from monitor.storage.spool import (
 )
 
 __all__ = [
-    "ALARM_MEASUREMENT",
     "DEFAULT_HELD_LIMIT",
     "DEFAULT_HIGH_WATER",
-    "DEVICE_MEASUREMENT",
-    "VITALS_MEASUREMENT",
     "AcceptResult",
     "Batch",
     "HighWater",
     "HighWaterMark",
     "HoldingSpool",
-    "InfluxWriteError",
-    "InfluxWriter",
+    "InfluxSettings",
     "JournalEntry",
     "PointKey",
     "PointState",
@@ -62,12 +49,5 @@ __all__ = [
     "SpooledPoint",
     "StoreHealth",
     "StoredPoint",
-    "WriterStatus",
-    "alarm_point",
-    "device_point",
     "export_points",
-    "make_point",
-    "reading_point",
-    "resolve_influx_config",
-    "to_point",
 ]

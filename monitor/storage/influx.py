@@ -30,7 +30,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import os
 import random
 import ssl
 from collections.abc import Callable, Mapping
@@ -44,22 +43,19 @@ from influxdb_client.client.write.point import Point
 from influxdb_client.client.write_api_async import WriteApiAsync
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from monitor.backoff import Backoff
 from monitor.clock import Clock, SystemClock
-from monitor.config import INFLUX_TOKEN_ENV, InfluxConfig, describe_setting_error
 from monitor.models import AlarmEvent, DeviceEvent, Reading
+from monitor.storage.settings import INFLUX_TOKEN_ENV, InfluxSettings
 from monitor.storage.spool import Batch, PointKey, Spool, SpoolError, SpoolPoint
 from monitor.throttle import LogThrottle
+from monitor.tls import tls_context
 
 __all__ = [
     "ALARM_MEASUREMENT",
     "DEVICE_MEASUREMENT",
-    "INFLUX_API_ENV",
-    "INFLUX_BUCKET_ENV",
-    "INFLUX_ORG_ENV",
-    "INFLUX_URL_ENV",
     "VITALS_MEASUREMENT",
     "FieldValue",
     "InfluxWriteError",
@@ -70,7 +66,6 @@ __all__ = [
     "device_point",
     "make_point",
     "reading_point",
-    "resolve_influx_config",
     "to_point",
 ]
 
@@ -80,17 +75,6 @@ VITALS_MEASUREMENT = "vitals"
 ALARM_MEASUREMENT = "alarm_events"
 DEVICE_MEASUREMENT = "device_status"
 
-INFLUX_URL_ENV = "MONITOR_INFLUX_URL"
-INFLUX_API_ENV = "MONITOR_INFLUX_API"
-INFLUX_BUCKET_ENV = "MONITOR_INFLUX_BUCKET"
-INFLUX_ORG_ENV = "MONITOR_INFLUX_ORG"
-_OVERRIDES = {
-    "url": INFLUX_URL_ENV,
-    "api": INFLUX_API_ENV,
-    "bucket": INFLUX_BUCKET_ENV,
-    "org": INFLUX_ORG_ENV,
-}
-
 _MESSAGE_CHARS = 300
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -98,36 +82,6 @@ _POINT: Any = Point  # the client's Point is unannotated; Any keeps its calls ho
 
 FieldValue = float | int | bool | str | None
 """A field as the serialiser takes it; ``None`` (and a non-finite float) leaves the field out."""
-
-
-# --- configuration -------------------------------------------------------------------------
-
-
-def resolve_influx_config(
-    config: InfluxConfig | None, environ: Mapping[str, str] | None = None
-) -> InfluxConfig | None:
-    """The site file's ``[influx]`` with ``MONITOR_INFLUX_URL/_API/_BUCKET/_ORG`` applied on top.
-
-    The environment wins so one site file can serve a test bench and the clinic; an empty
-    variable counts as unset. Without a file section, ``MONITOR_INFLUX_URL`` alone enables
-    InfluxDB. The result is validated like the file (``org`` only with v2...); a problem raises
-    ``ValueError`` naming the variable or the file key it came from. The token is not read here:
-    it stays in :class:`monitor.config.Secrets`.
-    """
-    env = os.environ if environ is None else environ
-    overrides = {field: env[name] for field, name in _OVERRIDES.items() if env.get(name)}
-    if config is None and "url" not in overrides:
-        return None
-    data: dict[str, object] = {}
-    if config is not None:
-        data = {"url": config.url, "api": config.api, "bucket": config.bucket, "org": config.org}
-        data["tls"] = config.tls
-    data.update(overrides)
-    try:
-        return InfluxConfig.model_validate(data)
-    except ValidationError as err:
-        sources = {field: _OVERRIDES[field] for field in overrides}
-        raise ValueError(describe_setting_error(err, "influx", sources)) from None
 
 
 # --- schema --------------------------------------------------------------------------------
@@ -297,16 +251,16 @@ class _Transport(Protocol):
         ...
 
 
-def _ssl_context(config: InfluxConfig) -> ssl.SSLContext | None:
-    if config.tls is None:
+def _ssl_context(config: InfluxSettings) -> ssl.SSLContext | None:
+    if config.ca_file is None:
         return None
-    return config.tls.context()
+    return tls_context(config.ca_file)
 
 
 class _V1Transport:
     """``POST /write?db=&precision=ns`` (InfluxDB 1.x), with aiohttp."""
 
-    def __init__(self, config: InfluxConfig, token: SecretStr | None, timeout_s: float) -> None:
+    def __init__(self, config: InfluxSettings, token: SecretStr | None, timeout_s: float) -> None:
         self._url = config.url.rstrip("/") + "/write"
         self._params = {"db": config.bucket, "precision": "ns"}
         self._auth: aiohttp.BasicAuth | None = None
@@ -350,7 +304,7 @@ class _V1Transport:
 class _V2Transport:
     """``POST /api/v2/write`` through influxdb-client's async write API."""
 
-    def __init__(self, config: InfluxConfig, token: SecretStr | None, timeout_s: float) -> None:
+    def __init__(self, config: InfluxSettings, token: SecretStr | None, timeout_s: float) -> None:
         if config.org is None:
             msg = 'api = "v2" needs an org'
             raise ValueError(msg)
@@ -363,8 +317,8 @@ class _V2Transport:
 
     async def open(self) -> None:
         extra: dict[str, object] = {}
-        if self._config.tls is not None:
-            extra["ssl_ca_cert"] = str(self._config.tls.ca_file)
+        if self._config.ca_file is not None:
+            extra["ssl_ca_cert"] = str(self._config.ca_file)
         self._client = InfluxDBClientAsync(
             url=self._config.url,
             token=self._token.get_secret_value() if self._token is not None else "",
@@ -442,7 +396,7 @@ class InfluxWriter:
     def __init__(
         self,
         spool: Spool,
-        config: InfluxConfig,
+        config: InfluxSettings,
         token: SecretStr | None,
         *,
         batch_size: int = 5_000,
