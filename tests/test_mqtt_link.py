@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import getpass
 import json
+import math
 import random
 import signal
 import subprocess
@@ -22,6 +24,7 @@ from monitor.alerts.rules import CompiledRule, LimitSpec, RuleSet
 from monitor.config import MqttConfig, MqttTls, Secrets
 from monitor.models import AlarmPriority, AlarmState, Parameter, Reading, ReadingKind, StaffMember
 from monitor.mqtt.client import (
+    REFUSAL_REPLY_INTERVAL_S,
     AlarmPublisher,
     CommandChannel,
     GatewayPublisher,
@@ -231,6 +234,7 @@ async def test_ten_thousand_garbage_commands_do_not_stop_the_channel(tmp_path: P
                 serving = group.create_task(serve())
                 async with asyncio.timeout(10):
                     await detector.wait_connected()
+                began = asyncio.get_running_loop().time()
                 for index in range(10_000):
                     sender.publish(*_garbage(rng, index))
                 sender.publish(ack_topic, json.dumps(valid).encode())
@@ -247,6 +251,7 @@ async def test_ten_thousand_garbage_commands_do_not_stop_the_channel(tmp_path: P
                         answers.append(CommandReply.model_validate_json(message.payload))
                         if answered():
                             break
+                took_s = asyncio.get_running_loop().time() - began
                 assert not serving.done()
                 assert detector.is_connected
                 serving.cancel()
@@ -266,13 +271,15 @@ async def test_ten_thousand_garbage_commands_do_not_stop_the_channel(tmp_path: P
         "topic_mismatch",
         "retained",
     }
-    # one session flooded: a reply at once, then about one summary a second (coalesced)
-    assert stats.error_replies < 30
+    # per reply topic, a reply at once, then at most one summary an interval (coalesced),
+    # however long a loaded machine takes to get through the flood
+    errors = [answer for answer in answers if not answer.ok]
+    per_topic = collections.Counter(error.session for error in errors)
+    assert max(per_topic.values()) <= 2 + math.ceil(took_s / REFUSAL_REPLY_INTERVAL_S), per_topic
     assert stats.refusals_coalesced > 9_900
     assert channel.dropped == 0
     assert (stats.commands, stats.duplicates) == (1, 1)
     assert [command.command_id for command in carried_out] == ["final"]
-    errors = [answer for answer in answers if not answer.ok]
     assert len(errors) == stats.error_replies
     assert sum(error.answers for error in errors) == 10_001
     assert errors[0].error == "retained"
