@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -55,12 +56,34 @@ def _run_until_signal(main: Coroutine[Any, Any, int]) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from monitor.config import load_config_or_report, summarize  # noqa: PLC0415 - keep --help fast
+    """The site file as the services will run it: with the environment's overrides applied."""
+    from monitor.config import (  # noqa: PLC0415 - keep --help fast
+        load_config_or_report,
+        resolve_influx_config,
+        resolve_mqtt_config,
+        summarize,
+    )
 
     config = load_config_or_report(args.file)
     if config is None:
         return EXIT_BAD_INPUT
-    print(summarize(config))
+    problems = []
+    try:
+        mqtt = resolve_mqtt_config(config, os.environ)
+    except ValueError as error:
+        problems.append(str(error))
+        mqtt = config.mqtt
+    try:
+        influx = resolve_influx_config(config.influx, os.environ)
+    except ValueError as error:
+        problems.append(str(error))
+        influx = config.influx
+    if problems:
+        print(f"{args.file}: invalid settings from the environment:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(summarize(config.model_copy(update={"mqtt": mqtt, "influx": influx})))
     return EXIT_OK
 
 

@@ -139,6 +139,37 @@ def test_a_password_in_monitor_mqtt_url_is_never_printed(tmp_path: Path, url: st
         assert "'mqtt://detector:***@broker.example:99999'" in line
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MONITOR_MQTT_URL", "ftp://x"),
+        ("MONITOR_INFLUX_URL", "ftp://y"),
+        *(
+            pytest.param("MONITOR_MQTT_URL", url.values[0], id=f"password-{url.id}")
+            for url in URLS_WITH_A_PASSWORD
+        ),
+    ],
+)
+def test_check_config_checks_the_settings_the_environment_overrides(
+    variable: str, value: str
+) -> None:
+    """It used to say "embedded broker" and exit 0; then ``run`` refused the same variable."""
+    result = run_monitor("check-config", "config/demo.toml", env={variable: value})
+    assert result.returncode == 2, result.stdout
+    assert f"  {variable}: " in result.stderr, result.stderr
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_check_config_summarises_the_site_as_the_environment_makes_it() -> None:
+    result = run_monitor(
+        "check-config",
+        "config/demo.toml",
+        env={"MONITOR_MQTT_URL": "mqtts://broker.example:8883", "MONITOR_INFLUX_URL": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "MQTT: broker.example:8883" in result.stdout
+
+
 # --- numbers, nesting, long values, TLS files (issue 9 item 8) ------------------------------
 
 
