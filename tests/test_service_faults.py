@@ -81,6 +81,16 @@ async def finished(service: Service, timeout_s: float = 90) -> tuple[int, str, s
         return await service.result
 
 
+def servers_env(broker: Mosquitto, influx: InfluxDB) -> dict[str, str]:
+    """The environment that points a service at the test's broker and InfluxDB 1.x."""
+    return {
+        "MONITOR_MQTT_URL": broker.url,
+        "MONITOR_INFLUX_URL": influx.url,
+        "MONITOR_INFLUX_API": "v1",
+        "MONITOR_INFLUX_BUCKET": "vitals",
+    }
+
+
 def read_metrics(port: int) -> dict[str, float] | None:
     """The /metrics page as name -> value, or None while nothing answers (blocking)."""
     try:
@@ -284,12 +294,7 @@ async def test_influxdb_away_for_a_while_every_point_lands_exactly_once(tmp_path
             *RUN,
             *("--duration", "40", "--record", str(out)),
             *("--store", str(tmp_path / "store.sqlite"), "--http", f"127.0.0.1:{port}"),
-            env={
-                "MONITOR_MQTT_URL": broker.url,
-                "MONITOR_INFLUX_URL": influx.url,
-                "MONITOR_INFLUX_API": "v1",
-                "MONITOR_INFLUX_BUCKET": "vitals",
-            },
+            env=servers_env(broker, influx),
             config=site,
         )
         written = "monitor_influx_points_written_total"

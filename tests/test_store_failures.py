@@ -40,6 +40,7 @@ from tests.test_service_faults import (
     poll_metrics,
     recorded_alarms,
     recorded_readings,
+    servers_env,
     start_service,
 )
 
@@ -237,12 +238,7 @@ async def test_a_store_on_a_full_disk_keeps_alarming_and_every_point_reaches_inf
             *RUN,
             *("--duration", "150", "--record", str(out)),
             *("--store", str(disk.path / "store.sqlite"), "--http", f"127.0.0.1:{http}"),
-            env={
-                "MONITOR_MQTT_URL": broker.url,
-                "MONITOR_INFLUX_URL": influx.url,
-                "MONITOR_INFLUX_API": "v1",
-                "MONITOR_INFLUX_BUCKET": "vitals",
-            },
+            env=servers_env(broker, influx),
         )
         written = "monitor_influx_points_written_total"
         await poll_metrics(http, service, "writing to InfluxDB", lambda m: m.get(written, 0) > 0)
